@@ -1,0 +1,128 @@
+"""The session table, exactly as Django's migration makes it on each backend.
+
+``session_key`` varchar(40) primary key, ``session_data`` text (``longtext``
+on MySQL/MariaDB), ``expire_date`` (SQLite: ``datetime`` holding naive UTC
+text ``YYYY-MM-DD HH:MM:SS[.ffffff]``; PostgreSQL: ``timestamp with time
+zone``; MySQL/MariaDB: ``datetime(6)`` naive UTC), and an index on
+``expire_date`` named as Django names it. Every timestamp is bound from
+Python in UTC, so no result depends on the server's or host's time zone.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from datetime import datetime, timezone
+from functools import lru_cache
+
+from sqlalchemy import Column, MetaData, String, Table, Text
+from sqlalchemy.dialects import mysql, postgresql
+from sqlalchemy.types import TypeDecorator, UserDefinedType
+
+UTC = timezone.utc
+
+
+class _SQLiteDateTimeText(UserDefinedType):
+    """SQLite's ``datetime`` column holding Django's text form, no driver conversion."""
+
+    cache_ok = True
+
+    def get_col_spec(self, **kw: object) -> str:
+        return "datetime"
+
+
+class UTCDateTime(TypeDecorator):
+    """An aware UTC datetime in Python, Django's representation in each database."""
+
+    impl = String
+    cache_ok = True
+
+    def load_dialect_impl(self, dialect):
+        if dialect.name == "sqlite":
+            return dialect.type_descriptor(_SQLiteDateTimeText())
+        if dialect.name == "postgresql":
+            return dialect.type_descriptor(postgresql.TIMESTAMP(timezone=True))
+        if dialect.name in ("mysql", "mariadb"):
+            return dialect.type_descriptor(mysql.DATETIME(fsp=6))
+        from sqlalchemy import DateTime
+
+        return dialect.type_descriptor(DateTime(timezone=True))
+
+    def process_bind_param(self, value, dialect):
+        if value is None:
+            return None
+        if value.tzinfo is None:
+            raise ValueError("expire_date must be an aware datetime")
+        value = value.astimezone(UTC)
+        if dialect.name == "sqlite":
+            return str(value.replace(tzinfo=None))  # Django's text: fraction only when non-zero
+        if dialect.name in ("mysql", "mariadb"):
+            return value.replace(tzinfo=None)
+        return value
+
+    def process_result_value(self, value, dialect):
+        if value is None:
+            return None
+        if isinstance(value, str):
+            value = datetime.fromisoformat(value)
+        if value.tzinfo is None:
+            return value.replace(tzinfo=UTC)
+        return value.astimezone(UTC)
+
+
+def session_table(name: str = "django_session", metadata: MetaData | None = None) -> Table:
+    """The SQLAlchemy Core table for a session table called ``name``."""
+    return Table(
+        name,
+        metadata if metadata is not None else MetaData(),
+        Column("session_key", String(40), primary_key=True),
+        Column("session_data", Text().with_variant(mysql.LONGTEXT(), "mysql", "mariadb"), nullable=False),
+        Column("expire_date", UTCDateTime(), nullable=False),
+    )
+
+
+@lru_cache(maxsize=32)
+def cached_table(name: str) -> Table:
+    return session_table(name)
+
+
+def django_index_name(table: str, columns: tuple[str, ...], suffix: str = "", max_length: int = 200) -> str:
+    """The index name Django's schema editor gives (``django_session_expire_date_a5c62663``)."""
+    digest = hashlib.md5(usedforsecurity=False)
+    for part in (table, *columns):
+        digest.update(part.encode())
+    hash_part = digest.hexdigest()[:8] + suffix
+    joined = "_".join(columns)
+    name = f"{table}_{joined}_{hash_part}"
+    if len(name) <= max_length:
+        return name
+    if len(hash_part) > max_length / 3:
+        hash_part = hash_part[: max_length // 3]
+    other = (max_length - len(hash_part)) // 2 - 1
+    name = f"{table[:other]}_{joined[:other]}_{hash_part}"
+    if name[0] == "_" or name[0].isdigit():
+        name = "D" + name[:-1]
+    return name
+
+
+def create_statements(dialect_name: str, table: str, quote) -> list[str]:
+    """The DDL Django's ``migrate`` runs for the session table on this backend."""
+    t = quote(table)
+    key, data, exp = quote("session_key"), quote("session_data"), quote("expire_date")
+    if dialect_name == "postgresql":
+        return [
+            f"CREATE TABLE {t} ({key} varchar(40) NOT NULL PRIMARY KEY, {data} text NOT NULL, "
+            f"{exp} timestamp with time zone NOT NULL)",
+            f"CREATE INDEX {quote(django_index_name(table, ('expire_date',), max_length=63))} ON {t} ({exp})",
+            f"CREATE INDEX {quote(django_index_name(table, ('session_key',), '_like', max_length=63))} "
+            f"ON {t} ({key} varchar_pattern_ops)",
+        ]
+    if dialect_name in ("mysql", "mariadb"):
+        return [
+            f"CREATE TABLE {t} ({key} varchar(40) NOT NULL PRIMARY KEY, {data} longtext NOT NULL, "
+            f"{exp} datetime(6) NOT NULL)",
+            f"CREATE INDEX {quote(django_index_name(table, ('expire_date',), max_length=64))} ON {t} ({exp})",
+        ]
+    return [
+        f"CREATE TABLE {t} ({key} varchar(40) NOT NULL PRIMARY KEY, {data} text NOT NULL, {exp} datetime NOT NULL)",
+        f"CREATE INDEX {quote(django_index_name(table, ('expire_date',)))} ON {t} ({exp})",
+    ]

@@ -1,0 +1,238 @@
+"""Lifetime policy: the one place that decides when a session dies.
+
+A per-session lifetime is stored inside the session data under
+``_session_expiry``, exactly as Django does, so Django reads our sessions and
+we read Django's:
+
+==================  ==========================  ==============================  ============================
+kind                ``_session_expiry``         row ``expire_date``             cookie
+==================  ==========================  ==============================  ============================
+default             absent                      save time + ``cookie_age``      Max-Age=cookie_age (or a
+                                                                                 browser-session cookie when
+                                                                                 ``expire_at_browser_close``)
+browser_close       ``0``                       save time + ``cookie_age``      browser-session cookie
+absolute            ISO-8601 datetime string    that instant                    expires at that instant
+idle                int N != 0                  save time + N (sliding)         Max-Age=N
+==================  ==========================  ==============================  ============================
+
+:func:`compute` turns (settings, stored value, now) into the row's
+``expire_date`` and the cookie's Max-Age/Expires. The middleware and the
+command line both call it; nothing else computes expiry.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from datetime import datetime, timedelta, timezone
+from typing import Any, Protocol
+
+UTC = timezone.utc
+EXPIRY_KEY = "_session_expiry"
+# Set by the command line when it changes a lifetime; the runtime sees it on
+# the next load, re-sends the cookie so the browser matches, and drops it.
+RESEND_KEY = "_sessctl_resend"
+_MAX_DATE = datetime(9999, 12, 31, 23, 59, 59, tzinfo=UTC)
+
+DEFAULT = "default"
+BROWSER_CLOSE = "browser_close"
+ABSOLUTE = "absolute"
+IDLE = "idle"
+KINDS = (DEFAULT, BROWSER_CLOSE, ABSOLUTE, IDLE)
+
+
+class _TillBrowserClose:
+    """Sentinel for ``set_life(TILL_BROWSER_CLOSE)``; stored as ``0``."""
+
+    _instance = None
+
+    def __new__(cls):
+        if cls._instance is None:
+            cls._instance = super().__new__(cls)
+        return cls._instance
+
+    def __repr__(self) -> str:
+        return "TILL_BROWSER_CLOSE"
+
+    def __reduce__(self):
+        return "TILL_BROWSER_CLOSE"
+
+
+TILL_BROWSER_CLOSE = _TillBrowserClose()
+
+
+class PolicySettings(Protocol):
+    cookie_age: int
+    expire_at_browser_close: bool
+
+
+def utcnow() -> datetime:
+    return datetime.now(UTC)
+
+
+def as_utc(moment: datetime) -> datetime:
+    """Aware UTC; a naive datetime is taken to be UTC already."""
+    if moment.tzinfo is None:
+        return moment.replace(tzinfo=UTC)
+    return moment.astimezone(UTC)
+
+
+@dataclass(frozen=True, slots=True)
+class Lifetime:
+    """A session's own lifetime, as read from its data."""
+
+    kind: str
+    seconds: int | float | None = None  # idle
+    deadline: datetime | None = None  # absolute, aware UTC
+
+    def stored(self) -> Any:
+        """The value to keep under ``_session_expiry`` (None: remove the key)."""
+        if self.kind == BROWSER_CLOSE:
+            return 0
+        if self.kind == IDLE:
+            return self.seconds
+        if self.kind == ABSOLUTE:
+            assert self.deadline is not None
+            return self.deadline.isoformat()
+        return None
+
+    def to_json(self) -> dict[str, Any]:
+        out: dict[str, Any] = {"kind": self.kind}
+        if self.kind == IDLE:
+            out["seconds"] = self.seconds
+        elif self.kind == ABSOLUTE and self.deadline is not None:
+            out["deadline"] = self.deadline.isoformat()
+        return out
+
+    def describe(self) -> str:
+        if self.kind == IDLE:
+            return f"idle timeout {format_seconds(self.seconds or 0)}"
+        if self.kind == ABSOLUTE and self.deadline is not None:
+            return f"absolute, until {self.deadline.strftime('%Y-%m-%d %H:%M:%S')} UTC"
+        if self.kind == BROWSER_CLOSE:
+            return "until the browser closes"
+        return "default (global policy)"
+
+
+DEFAULT_LIFETIME = Lifetime(DEFAULT)
+
+
+def lifetime_of(data: dict[str, Any]) -> Lifetime:
+    """Read a session's lifetime from its decoded data, as Django would.
+
+    Values Django could not have written (an unparseable string, a list...)
+    fall back to the global policy rather than failing the request.
+    """
+    value = data.get(EXPIRY_KEY)
+    if value is None:
+        return DEFAULT_LIFETIME
+    if isinstance(value, str):
+        try:
+            return Lifetime(ABSOLUTE, deadline=as_utc(datetime.fromisoformat(value)))
+        except ValueError:
+            return DEFAULT_LIFETIME
+    if isinstance(value, (int, float)):
+        # bool is an int, as in Django: False == 0 is browser-close, True == 1 second.
+        if value == 0:
+            return Lifetime(BROWSER_CLOSE)
+        if isinstance(value, float) and not math.isfinite(value):
+            return DEFAULT_LIFETIME
+        return Lifetime(IDLE, seconds=int(value) if isinstance(value, bool) else value)
+    return DEFAULT_LIFETIME
+
+
+def requested(value: Any, *, idle: bool = False, now: datetime | None = None) -> Lifetime:
+    """Turn a ``set_life`` argument into a Lifetime (raising on nonsense).
+
+    ``None``: the global policy. ``TILL_BROWSER_CLOSE``: browser close.
+    seconds (int/float) or timedelta: an absolute deadline now + that, or an
+    idle timeout of that many seconds with ``idle=True``. A datetime: that
+    deadline. Zero, negative or non-finite durations raise ``ValueError``.
+    """
+    if value is None:
+        if idle:
+            raise ValueError("set_life(None, idle=True) makes no sense: None means the global policy")
+        return DEFAULT_LIFETIME
+    if value is TILL_BROWSER_CLOSE:
+        if idle:
+            raise ValueError("TILL_BROWSER_CLOSE cannot be an idle timeout")
+        return Lifetime(BROWSER_CLOSE)
+    now = utcnow() if now is None else as_utc(now)
+    if isinstance(value, datetime):
+        if idle:
+            raise ValueError("an idle timeout is a duration, not a datetime")
+        deadline = as_utc(value)
+        if deadline <= now:
+            raise ValueError(f"the deadline {deadline.isoformat()} is not in the future")
+        return Lifetime(ABSOLUTE, deadline=deadline)
+    if isinstance(value, timedelta):
+        seconds: float = value.total_seconds()
+    elif isinstance(value, (int, float)) and not isinstance(value, bool):
+        seconds = value
+    else:
+        raise TypeError(
+            f"set_life() takes seconds, a timedelta, a datetime, TILL_BROWSER_CLOSE or None, not {type(value).__name__}"
+        )
+    if not math.isfinite(seconds) or seconds <= 0:
+        raise ValueError(f"a lifetime must be a positive number of seconds, not {value!r}")
+    if idle:
+        if isinstance(value, timedelta):
+            seconds = int(seconds) if seconds == int(seconds) else seconds
+        return Lifetime(IDLE, seconds=seconds)
+    return Lifetime(ABSOLUTE, deadline=_add(now, seconds))
+
+
+def _add(moment: datetime, seconds: float) -> datetime:
+    try:
+        return moment + timedelta(seconds=seconds)
+    except OverflowError:
+        return _MAX_DATE if seconds > 0 else datetime(1, 1, 2, tzinfo=UTC)
+
+
+@dataclass(frozen=True, slots=True)
+class Expiry:
+    """What a save writes: the row's ``expire_date``, and the cookie's lifetime.
+
+    ``max_age`` None means a browser-session cookie (no Max-Age, no Expires).
+    """
+
+    expire_date: datetime
+    max_age: int | None
+    expires: datetime | None
+    lifetime: Lifetime
+
+
+def compute(settings: PolicySettings, data: dict[str, Any], now: datetime | None = None) -> Expiry:
+    """The one function that decides a session's expiry at a save made at ``now``."""
+    now = utcnow() if now is None else as_utc(now)
+    lifetime = lifetime_of(data)
+    kind = lifetime.kind
+    if kind == ABSOLUTE:
+        assert lifetime.deadline is not None
+        expire_date = lifetime.deadline
+        delta = expire_date - now
+        age: int = delta.days * 86400 + delta.seconds  # floor, as Django
+    elif kind == IDLE:
+        assert lifetime.seconds is not None
+        expire_date = _add(now, lifetime.seconds)
+        age = int(lifetime.seconds)
+    else:
+        expire_date = _add(now, settings.cookie_age)
+        age = int(settings.cookie_age)
+    browser_session = kind == BROWSER_CLOSE or (kind == DEFAULT and settings.expire_at_browser_close)
+    if browser_session:
+        return Expiry(expire_date, None, None, lifetime)
+    return Expiry(expire_date, age, _add(now, age), lifetime)
+
+
+def format_seconds(seconds: float) -> str:
+    """``90`` -> ``1m30s``; ``86400`` -> ``1d``."""
+    seconds = int(seconds)
+    sign = "-" if seconds < 0 else ""
+    seconds = abs(seconds)
+    parts = []
+    for unit, size in (("d", 86400), ("h", 3600), ("m", 60), ("s", 1)):
+        if seconds >= size or (unit == "s" and not parts):
+            count, seconds = divmod(seconds, size)
+            parts.append(f"{count}{unit}")
+    return sign + "".join(parts[:2])

@@ -1,0 +1,324 @@
+"""The per-request session: a lazy, dict-like view of one row.
+
+Nothing touches the database until the session is used. Changes are written
+only when the session was modified (a nested change needs
+``session.modified = True``, as in Django), and a write never loses a
+concurrent one: it compare-and-swaps on the row and, if another writer got
+there first, re-applies only this request's own changes to the fresh copy.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, MutableMapping
+from datetime import datetime
+from typing import TYPE_CHECKING, Any
+
+from . import policy
+from .codec import CodecError
+from .policy import EXPIRY_KEY, RESEND_KEY, TILL_BROWSER_CLOSE
+from .store import MAX_CAS_ATTEMPTS, Conflict, Row, SessionGone, new_key, valid_key
+
+if TYPE_CHECKING:
+    from .store import SessionStore
+
+TEST_COOKIE_NAME = "testcookie"
+TEST_COOKIE_VALUE = "worked"
+_MISSING = object()
+
+__all__ = ["Session", "TILL_BROWSER_CLOSE"]
+
+
+class Session(MutableMapping):
+    """One client's session. Obtain it from ``environ["sessctl.session"]``."""
+
+    def __init__(self, store: SessionStore, key: str | None = None) -> None:
+        self._store = store
+        # A client's key is only a candidate until a live, verified row backs it.
+        self._key: str | None = key if valid_key(key) else None
+        self._data: dict[str, Any] | None = None
+        self._row: Row | None = None
+        self._old_row: Row | None = None  # to delete once a cycled key is saved
+        self._fresh_key = False  # True once cycle_key() drew a key of our own
+        self.accessed = False
+        self.modified = False
+        self.expiry: policy.Expiry | None = None  # set by save()
+
+    def __repr__(self) -> str:
+        state = "loaded" if self._data is not None else "not loaded"
+        return f"<Session {'new' if self._row is None else 'stored'}, {state}>"
+
+    # -- loading -----------------------------------------------------------
+
+    @property
+    def session_key(self) -> str | None:
+        """The key this session will be saved under (None for a new session not yet saved)."""
+        return self._key
+
+    @property
+    def is_loaded(self) -> bool:
+        return self._data is not None
+
+    @property
+    def _session(self) -> dict[str, Any]:
+        self.accessed = True
+        data = self._data
+        if data is None:
+            data = self._data = self._load()
+        return data
+
+    def _load(self) -> dict[str, Any]:
+        key = self._key
+        if key is None:
+            return {}
+        store = self._store
+        row = store.load_row(key)
+        if row is not None:
+            try:
+                data = store.codec.decode(row.session_data)
+            except CodecError:
+                data = None  # tampered, or signed with a key we no longer hold: never trusted
+            if data is not None:
+                self._row = row
+                if data.pop(RESEND_KEY, None) is not None:
+                    # The command line changed this session's lifetime: re-send the cookie.
+                    self.modified = True
+                return data
+        self._key = None  # unknown, expired or untrusted: never adopt the client's key
+        return {}
+
+    # -- mapping -----------------------------------------------------------
+
+    def __getitem__(self, key: str) -> Any:
+        return self._session[key]
+
+    def __setitem__(self, key: str, value: Any) -> None:
+        self._session[key] = value
+        self.modified = True
+
+    def __delitem__(self, key: str) -> None:
+        del self._session[key]
+        self.modified = True
+
+    def __contains__(self, key: object) -> bool:
+        return key in self._session
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._session)
+
+    def __len__(self) -> int:
+        return len(self._session)
+
+    def get(self, key: str, default: Any = None) -> Any:
+        return self._session.get(key, default)
+
+    def pop(self, key: str, default: Any = _MISSING) -> Any:
+        data = self._session
+        if key in data:
+            self.modified = True
+            return data.pop(key)
+        if default is _MISSING:
+            raise KeyError(key)
+        return default
+
+    def setdefault(self, key: str, default: Any = None) -> Any:
+        data = self._session
+        if key in data:
+            return data[key]
+        self.modified = True
+        data[key] = default
+        return default
+
+    def update(self, *args: Any, **kwargs: Any) -> None:
+        self._session.update(*args, **kwargs)
+        self.modified = True
+
+    def keys(self):
+        return self._session.keys()
+
+    def values(self):
+        return self._session.values()
+
+    def items(self):
+        return self._session.items()
+
+    def clear(self) -> None:
+        self._session.clear()
+        self.modified = True
+
+    def is_empty(self) -> bool:
+        """True when there is no data to keep (loads the session if needed)."""
+        return not self._session
+
+    # -- test cookie -------------------------------------------------------
+
+    def set_test_cookie(self) -> None:
+        self[TEST_COOKIE_NAME] = TEST_COOKIE_VALUE
+
+    def test_cookie_worked(self) -> bool:
+        return self.get(TEST_COOKIE_NAME) == TEST_COOKIE_VALUE
+
+    def delete_test_cookie(self) -> None:
+        self.pop(TEST_COOKIE_NAME, None)
+
+    # -- lifetime ------------------------------------------------------------
+
+    def set_life(self, value: Any, *, idle: bool = False) -> None:
+        """Give this session its own lifetime, overriding the global policy.
+
+        * ``set_life(3600)`` / ``set_life(timedelta(hours=1))``: dies an hour from now, whatever happens;
+        * ``set_life(datetime)``: dies at that instant;
+        * ``set_life(1800, idle=True)``: dies after 30 minutes without a save (sliding);
+        * ``set_life(TILL_BROWSER_CLOSE)``: its cookie ends with the browser;
+        * ``set_life(None)``: back to the global policy.
+
+        Zero or negative durations raise ``ValueError``.
+        """
+        stored = policy.requested(value, idle=idle, now=self._store.now()).stored()
+        if stored is None:
+            if EXPIRY_KEY in self._session:
+                del self[EXPIRY_KEY]
+        else:
+            self[EXPIRY_KEY] = stored
+
+    def set_expiry(self, value: Any) -> None:
+        """Django's ``set_expiry``: int N = idle seconds, 0 = browser close, None = global."""
+        if value is None:
+            self.set_life(None)
+        elif isinstance(value, (int, float)) and not isinstance(value, bool) and value == 0:
+            self.set_life(TILL_BROWSER_CLOSE)
+        elif isinstance(value, (int, float)) and not isinstance(value, bool):
+            self[EXPIRY_KEY] = value  # negative N is Django's way of ending a session now
+        else:
+            self.set_life(value)
+
+    @property
+    def lifetime(self) -> policy.Lifetime:
+        return policy.lifetime_of(self._session)
+
+    def _expiry_now(self) -> policy.Expiry:
+        return policy.compute(self._store.settings, self._session, self._store.now())
+
+    def get_expiry_age(self) -> int:
+        """Seconds the session has left if it were saved now (the cookie's Max-Age)."""
+        exp = self._expiry_now()
+        if exp.max_age is not None:
+            return exp.max_age
+        delta = exp.expire_date - self._store.now()
+        return delta.days * 86400 + delta.seconds
+
+    def get_expiry_date(self) -> datetime:
+        """When the session would expire on the server if it were saved now (aware UTC)."""
+        return self._expiry_now().expire_date
+
+    def get_expire_at_browser_close(self) -> bool:
+        return self._expiry_now().max_age is None
+
+    # -- key lifecycle ---------------------------------------------------------
+
+    def cycle_key(self) -> None:
+        """New key, same data (call on login). The old row goes when the new one is saved."""
+        data = self._session
+        if self._row is not None:
+            self._old_row = self._row
+        self._row = None
+        self._key = new_key()
+        self._fresh_key = True
+        self.modified = True
+        del data  # loaded: the data is carried over to the new key
+
+    def flush(self) -> None:
+        """Drop the data and the key, and delete the stored row (call on logout)."""
+        self._data = {}
+        self.accessed = self.modified = True
+        for row in (self._row, self._old_row):
+            if row is not None:
+                self._store.delete_row(row.key)
+        if self._row is None and self._key is not None and self._old_row is None:
+            self._store.delete_row(self._key)  # a key never loaded: delete it blind
+        self._row = self._old_row = None
+        self._key = None
+        self._fresh_key = False
+
+    # -- saving --------------------------------------------------------------
+
+    def save(self) -> str | None:
+        """Write the session; returns its key, or None if it was empty (and is now gone).
+
+        Raises :class:`~sessctl.store.SessionGone` if the row was deleted by
+        someone else meanwhile: it is never re-created.
+        """
+        data = self._session
+        store = self._store
+        if not data:
+            if self._row is not None:
+                store.delete_row(self._row.key)
+            self._row = None
+            self._key = None
+            return None
+        if self._row is None:
+            return self._create(data)
+        return self._swap(data)
+
+    def _create(self, data: dict[str, Any]) -> str:
+        store = self._store
+        now = store.now()
+        exp = policy.compute(store.settings, data, now)
+        encoded = store.codec.encode(data)
+        key = self._key if self._fresh_key and self._key is not None else new_key()
+        for _ in range(10):
+            if store.insert_row(key, encoded, exp.expire_date):
+                break
+            key = new_key()
+        else:
+            raise Conflict("could not find a free session key")
+        if self._old_row is not None:
+            store.delete_row(self._old_row.key)
+            self._old_row = None
+        self._key = key
+        self._fresh_key = False
+        self._row = Row(key, encoded, exp.expire_date)
+        self.expiry = exp
+        return key
+
+    def _swap(self, data: dict[str, Any]) -> str:
+        store = self._store
+        codec = store.codec
+        row = self._row
+        assert row is not None
+        for _ in range(MAX_CAS_ATTEMPTS):
+            now = store.now()
+            exp = policy.compute(store.settings, data, now)
+            encoded = codec.encode(data)
+            if store.swap_row(row, encoded, exp.expire_date):
+                self._row = Row(row.key, encoded, exp.expire_date)
+                self._data = data
+                self.expiry = exp
+                return row.key
+            fresh = store.load_row(row.key, now)
+            if fresh is None:
+                self._row = None
+                self._key = None
+                raise SessionGone(f"session {row.key} was deleted while this request ran")
+            try:
+                theirs = codec.decode(fresh.session_data)
+            except CodecError:
+                theirs = {}  # unreadable: our copy is the best we have
+            data = _merge(codec.decode(row.session_data), data, theirs)
+            row = fresh
+        raise Conflict(f"session {row.key} kept changing; gave up after {MAX_CAS_ATTEMPTS} attempts")
+
+
+def _merge(original: dict[str, Any], ours: dict[str, Any], theirs: dict[str, Any]) -> dict[str, Any]:
+    """Re-apply our changes (relative to ``original``) on top of ``theirs``."""
+    original.pop(RESEND_KEY, None)
+    merged = dict(theirs)
+    for key, value in ours.items():
+        if key not in original or original[key] != value:
+            merged[key] = value
+    for key in original:
+        if key not in ours:
+            merged.pop(key, None)
+    # The cookie this response sends is computed from the merged data, so it
+    # already carries any lifetime another writer set: no re-send needed.
+    merged.pop(RESEND_KEY, None)
+    return merged

@@ -1,0 +1,589 @@
+"""Persistence of session rows over SQLAlchemy 2 Core: the only module that speaks SQL.
+
+The store never decides expiry (that is :mod:`sessctl.policy`) and never
+touches HTTP (that is :mod:`sessctl.middleware`). Its writes are built so
+that nothing is ever lost or resurrected under concurrency:
+
+* a new session is a plain INSERT of a fresh random key (retried on the rare
+  collision), never an upsert;
+* every update is a compare-and-swap on the row's current ``session_data``,
+  so a save cannot overwrite a change it has not seen, nor re-create a row
+  that was deleted meanwhile;
+* purge deletes in short batches whose DELETE itself re-checks
+  ``expire_date < cutoff``, so a session refreshed meanwhile survives.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import secrets
+import string
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+from typing import TYPE_CHECKING, Any
+
+from sqlalchemy import bindparam, create_engine, delete, event, func, insert, select, text, update
+from sqlalchemy import exc as sa_exc
+from sqlalchemy.engine import Engine, make_url
+
+from . import policy
+from .codec import Codec
+from .config import ConfigError, Settings
+from .model import cached_table, create_statements
+
+if TYPE_CHECKING:
+    from .session import Session
+
+KEY_CHARS = string.ascii_lowercase + string.digits
+KEY_LENGTH = 32
+MAX_KEY_ATTEMPTS = 10
+MAX_CAS_ATTEMPTS = 50
+
+
+def new_key() -> str:
+    """32 characters of [a-z0-9] from ``secrets``: about 165 bits."""
+    return "".join(secrets.choice(KEY_CHARS) for _ in range(KEY_LENGTH))
+
+
+def valid_key(key: object) -> bool:
+    """A key we would ever look up: 8 to 40 characters of [a-z0-9] (Django's alphabet)."""
+    return isinstance(key, str) and 8 <= len(key) <= 40 and key.isascii() and key.isalnum() and key.islower()
+
+
+class StoreError(Exception):
+    """A database operation failed; the message says what to do."""
+
+
+class DatabaseUnavailable(StoreError):
+    pass
+
+
+class TableMissing(StoreError):
+    pass
+
+
+class SessionGone(StoreError):
+    """The session's row was deleted (or expired) while we were working on it."""
+
+
+class Conflict(StoreError):
+    """Too many concurrent writers: the compare-and-swap kept losing."""
+
+
+@dataclass(frozen=True, slots=True)
+class Row:
+    key: str
+    session_data: str
+    expire_date: datetime
+
+    def expired(self, now: datetime) -> bool:
+        # Live means expire_date > now (Django's load); anything else is expired.
+        return self.expire_date <= now
+
+
+@dataclass(slots=True)
+class PurgeResult:
+    deleted: int = 0
+    batches: int = 0
+    seconds: float = 0.0
+    complete: bool = True
+    cutoff: datetime | None = None
+    remaining: int | None = None
+
+
+def normalize_url(url: str) -> str:
+    """Pick our drivers for bare scheme names: psycopg 3 and PyMySQL."""
+    scheme, sep, rest = url.partition("://")
+    if not sep:
+        return url
+    mapped = {
+        "postgres": "postgresql+psycopg",
+        "postgresql": "postgresql+psycopg",
+        "mysql": "mysql+pymysql",
+        "mariadb": "mariadb+pymysql",
+    }.get(scheme.lower())
+    return f"{mapped}://{rest}" if mapped else url
+
+
+def redact_url(url: str) -> str:
+    """The URL with any password hidden, for messages."""
+    try:
+        return make_url(url).render_as_string(hide_password=True)
+    except Exception:
+        return "<unparseable URL>"
+
+
+def make_engine(url: str, *, timeout: float = 5.0) -> Engine:
+    url = normalize_url(url)
+    try:
+        parsed = make_url(url)
+    except sa_exc.ArgumentError:
+        raise ConfigError(f"database URL {url!r} is not valid (expected e.g. sqlite:///sessions.db)") from None
+    backend = parsed.get_backend_name()
+    kwargs: dict[str, Any] = {}
+    if backend == "sqlite":
+        kwargs["connect_args"] = {"timeout": 10.0}
+    elif backend == "postgresql":
+        kwargs["connect_args"] = {"connect_timeout": max(1, int(timeout))}
+    elif backend in ("mysql", "mariadb"):
+        kwargs["connect_args"] = {"connect_timeout": max(1, int(timeout)), "charset": "utf8mb4"}
+        # Purge and CAS never need gap locks; REPEATABLE READ would take them.
+        kwargs["isolation_level"] = "READ COMMITTED"
+    try:
+        engine = create_engine(parsed, **kwargs)
+    except ModuleNotFoundError as exc:
+        extra = {"postgresql": "postgres", "mysql": "mysql", "mariadb": "mysql"}.get(backend, backend)
+        raise ConfigError(
+            f"the driver for {backend} is not installed ({exc.name}); install it with: pip install 'sessctl[{extra}]'"
+        ) from None
+    except sa_exc.ArgumentError as exc:
+        raise ConfigError(f"database URL is not usable: {exc}") from None
+    if backend == "sqlite":
+
+        @event.listens_for(engine, "connect")
+        def _sqlite_pragmas(dbapi_conn, _record):  # pragma: no branch
+            cur = dbapi_conn.cursor()
+            # NORMAL is durable in WAL mode and costs far less than FULL.
+            cur.execute("PRAGMA synchronous=NORMAL")
+            cur.close()
+
+    return engine
+
+
+def _sqlite_path(url: str) -> str | None:
+    parsed = make_url(normalize_url(url))
+    if parsed.get_backend_name() != "sqlite":
+        return None
+    db = parsed.database
+    if not db or db == ":memory:" or db.startswith("file:"):
+        return None
+    return db
+
+
+class SessionStore:
+    """The session table: load, save, delete, iterate and purge rows.
+
+    ``SessionStore(settings)`` opens its engine lazily, on first use.
+    """
+
+    def __init__(self, settings: Settings, *, engine: Engine | None = None, clock: Callable[[], datetime] | None = None):
+        self.settings = settings
+        self.table = cached_table(settings.table)
+        self._engine = engine
+        self._codec: Codec | None = None
+        self.clock = clock or policy.utcnow
+
+    def __repr__(self) -> str:
+        return f"<SessionStore {redact_url(self.settings.database_url)} table={self.settings.table}>"
+
+    # -- plumbing ---------------------------------------------------------
+
+    @property
+    def engine(self) -> Engine:
+        if self._engine is None:
+            self._engine = make_engine(self.settings.database_url)
+        return self._engine
+
+    @property
+    def dialect(self) -> str:
+        return self.engine.dialect.name
+
+    @property
+    def codec(self) -> Codec:
+        if self._codec is None:
+            if not self.settings.secret_key:
+                raise ConfigError(
+                    "no secret key configured: set SESSCTL_SECRET_KEY, or give --secret-key-file / secret_key_file"
+                )
+            self._codec = Codec(self.settings.secret_key, self.settings.secret_key_fallbacks)
+        return self._codec
+
+    def now(self) -> datetime:
+        return self.clock()
+
+    def close(self) -> None:
+        if self._engine is not None:
+            self._engine.dispose()
+
+    @contextlib.contextmanager
+    def _connect(self, *, write: bool = False) -> Iterator[Any]:
+        try:
+            if write:
+                with self.engine.begin() as conn:
+                    yield conn
+            else:
+                with self.engine.connect() as conn:
+                    yield conn
+        except sa_exc.DBAPIError as exc:
+            raise self._translate(exc) from exc
+
+    def _translate(self, exc: sa_exc.DBAPIError) -> StoreError:
+        orig = exc.orig
+        msg = str(orig).strip().splitlines()[0] if str(orig).strip() else type(orig).__name__
+        low = msg.lower()
+        table = self.settings.table
+        code = getattr(orig, "args", [None])[0] if self.dialect in ("mysql", "mariadb") else None
+        sqlstate = getattr(orig, "sqlstate", None)
+        if "no such table" in low or sqlstate == "42P01" or code == 1146:
+            return TableMissing(f"table {table!r} does not exist in {redact_url(self.settings.database_url)}; create it with: sessctl init")
+        if "readonly" in low or "read-only" in low:
+            return StoreError(f"the database is read-only ({msg}); check the file's permissions")
+        if "disk is full" in low or "no space" in low:
+            return StoreError(f"the disk is full ({msg}); free space and re-run")
+        if isinstance(exc, sa_exc.OperationalError) or exc.connection_invalidated:
+            if "locked" in low:
+                return StoreError(f"the database is locked by another writer ({msg}); try again")
+            return DatabaseUnavailable(
+                f"cannot reach the database {redact_url(self.settings.database_url)}: {msg}"
+            )
+        return StoreError(f"database error: {msg}")
+
+    # -- schema -----------------------------------------------------------
+
+    def has_table(self) -> bool:
+        from sqlalchemy import inspect
+
+        with self._connect() as conn:
+            try:
+                return inspect(conn).has_table(self.settings.table)
+            except sa_exc.DBAPIError as exc:
+                raise self._translate(exc) from exc
+
+    def check(self) -> None:
+        """Raise a clear error if the database or table is not there (opens nothing new)."""
+        path = _sqlite_path(self.settings.database_url)
+        if path is not None and not os.path.exists(path):
+            raise TableMissing(f"database file {path!r} does not exist; create it with: sessctl init")
+        if not self.has_table():
+            raise TableMissing(
+                f"table {self.settings.table!r} does not exist in {redact_url(self.settings.database_url)}; "
+                "create it with: sessctl init"
+            )
+
+    def create_table(self) -> bool:
+        """Create the table and its index as Django's migration would; False if it existed."""
+        if self.has_table():
+            return False
+        quote = self.engine.dialect.identifier_preparer.quote
+        statements = create_statements(self.dialect, self.settings.table, quote)
+        try:
+            with self._connect(write=True) as conn:
+                for stmt in statements:
+                    conn.exec_driver_sql(stmt)
+        except StoreError:
+            if self.has_table():  # another process created it meanwhile
+                return False
+            raise
+        if self.dialect == "sqlite":
+            with self._connect() as conn:
+                # WAL lets readers and one writer work at once; set once, kept in the file.
+                conn.exec_driver_sql("PRAGMA journal_mode=WAL")
+        return True
+
+    # -- rows ---------------------------------------------------------------
+
+    def get_row(self, key: str) -> Row | None:
+        """The row for ``key``, expired or not."""
+        if not valid_key(key) and not (isinstance(key, str) and 0 < len(key) <= 40):
+            return None
+        t = self.table
+        with self._connect() as conn:
+            found = conn.execute(
+                select(t.c.session_data, t.c.expire_date).where(t.c.session_key == key)
+            ).first()
+        return None if found is None else Row(key, found[0], found[1])
+
+    def load_row(self, key: str, now: datetime | None = None) -> Row | None:
+        """The row for ``key`` if it is live (``expire_date > now``), else None."""
+        if not valid_key(key):
+            return None
+        now = self.now() if now is None else now
+        t = self.table
+        with self._connect() as conn:
+            found = conn.execute(
+                select(t.c.session_data, t.c.expire_date).where(t.c.session_key == key, t.c.expire_date > now)
+            ).first()
+        return None if found is None else Row(key, found[0], found[1])
+
+    def insert_row(self, key: str, session_data: str, expire_date: datetime) -> bool:
+        """INSERT a new row; False if the key is already taken (never overwrites)."""
+        t = self.table
+        values = {"session_key": key, "session_data": session_data, "expire_date": expire_date}
+        if self.dialect == "postgresql":
+            from sqlalchemy.dialects.postgresql import insert as pg_insert
+
+            stmt = pg_insert(t).values(**values).on_conflict_do_nothing()
+        elif self.dialect == "sqlite":
+            from sqlalchemy.dialects.sqlite import insert as sqlite_insert
+
+            stmt = sqlite_insert(t).values(**values).on_conflict_do_nothing()
+        else:
+            stmt = insert(t).values(**values)
+        try:
+            with self._connect(write=True) as conn:
+                # SQLAlchemy keeps an INSERT's rowcount only when asked to.
+                return conn.execute(stmt.execution_options(preserve_rowcount=True)).rowcount == 1
+        except StoreError as err:
+            cause = err.__cause__
+            if isinstance(cause, sa_exc.IntegrityError):
+                return False
+            raise
+
+    def create_row(self, session_data: str | Callable[[str], str], expire_date: datetime) -> str:
+        """Insert under a fresh random key and return it.
+
+        ``session_data`` may be a function of the new key (rarely needed).
+        """
+        for _ in range(MAX_KEY_ATTEMPTS):
+            key = new_key()
+            data = session_data(key) if callable(session_data) else session_data
+            if self.insert_row(key, data, expire_date):
+                return key
+        raise Conflict("could not find a free session key (is the random source broken?)")
+
+    def swap_row(self, old: Row, session_data: str, expire_date: datetime) -> bool:
+        """Compare-and-swap: rewrite the row only if it still holds ``old.session_data``."""
+        t = self.table
+        stmt = (
+            update(t)
+            .where(t.c.session_key == old.key, t.c.session_data == old.session_data)
+            .values(session_data=session_data, expire_date=expire_date)
+        )
+        with self._connect(write=True) as conn:
+            return conn.execute(stmt).rowcount == 1
+
+    def delete_row(self, key: str, *, only_if: Row | None = None) -> bool:
+        """Delete one row; with ``only_if``, only while it still holds that data."""
+        t = self.table
+        stmt = delete(t).where(t.c.session_key == key)
+        if only_if is not None:
+            stmt = stmt.where(t.c.session_data == only_if.session_data)
+        with self._connect(write=True) as conn:
+            return conn.execute(stmt).rowcount == 1
+
+    # -- session-level operations (decode, policy, encode) -------------------
+
+    def load(self, key: str) -> dict[str, Any] | None:
+        """The decoded data of a live session, or None (missing, expired, or not verifiable)."""
+        from .codec import CodecError
+
+        row = self.load_row(key)
+        if row is None:
+            return None
+        try:
+            return self.codec.decode(row.session_data)
+        except CodecError:
+            return None
+
+    def save(self, key: str | None, data: dict[str, Any]) -> str:
+        """Write ``data`` as a whole session and return its key.
+
+        With ``key`` None a new session is created. An existing key must be a
+        live row (it is never re-created: :class:`SessionGone` otherwise).
+        """
+        now = self.now()
+        exp = policy.compute(self.settings, data, now)
+        encoded = self.codec.encode(data)
+        if key is None:
+            return self.create_row(encoded, exp.expire_date)
+        for _ in range(MAX_CAS_ATTEMPTS):
+            row = self.load_row(key, now)
+            if row is None:
+                raise SessionGone(f"session {key} does not exist or has expired")
+            if self.swap_row(row, encoded, exp.expire_date):
+                return key
+        raise Conflict(f"session {key} kept changing; gave up after {MAX_CAS_ATTEMPTS} attempts")
+
+    def update(
+        self,
+        key: str,
+        mutate: Callable[[dict[str, Any]], None],
+        *,
+        resend: bool = False,
+    ) -> tuple[dict[str, Any], policy.Expiry]:
+        """Apply ``mutate`` to a live session's data atomically (compare-and-swap, retried).
+
+        The row's ``expire_date`` is recomputed by the policy. With ``resend``
+        the data carries a marker telling the runtime to re-send the cookie on
+        the session's next response (used when a lifetime changes).
+        Raises :class:`SessionGone` if the row is missing or expired, and the
+        codec's errors if the stored data cannot be verified.
+        """
+        for _ in range(MAX_CAS_ATTEMPTS):
+            now = self.now()
+            row = self.get_row(key)
+            if row is None:
+                raise SessionGone(f"no session with key {key}")
+            if row.expired(now):
+                raise SessionGone(f"session {key} has expired")
+            data = self.codec.decode(row.session_data)
+            mutate(data)
+            if resend:
+                data[policy.RESEND_KEY] = True
+            exp = policy.compute(self.settings, data, now)
+            if self.swap_row(row, self.codec.encode(data), exp.expire_date):
+                return data, exp
+        raise Conflict(f"session {key} kept changing; gave up after {MAX_CAS_ATTEMPTS} attempts")
+
+    def delete(self, key: str) -> bool:
+        """End one session now. True if a row was deleted."""
+        return self.delete_row(key)
+
+    def session(self, key: str | None = None) -> Session:
+        """A :class:`~sessctl.session.Session` bound to this store (lazy)."""
+        from .session import Session
+
+        return Session(self, key)
+
+    # -- iteration and reports -------------------------------------------------
+
+    def iter_rows(
+        self,
+        state: str = "all",
+        *,
+        now: datetime | None = None,
+        limit: int | None = None,
+        batch: int = 1000,
+    ) -> Iterator[Row]:
+        """Rows ordered by ``expire_date``, streamed; ``state`` is active, expired or all."""
+        now = self.now() if now is None else now
+        t = self.table
+        stmt = select(t.c.session_key, t.c.session_data, t.c.expire_date)
+        if state == "active":
+            stmt = stmt.where(t.c.expire_date > now)
+        elif state == "expired":
+            stmt = stmt.where(t.c.expire_date <= now)
+        elif state != "all":
+            raise ValueError(f"state must be active, expired or all, not {state!r}")
+        stmt = stmt.order_by(t.c.expire_date, t.c.session_key)
+        if limit is not None:
+            stmt = stmt.limit(limit)
+        with self._connect() as conn:
+            try:
+                result = conn.execution_options(stream_results=True, yield_per=batch).execute(stmt)
+                for key, data, exp in result:
+                    yield Row(key, data, exp)
+            except sa_exc.DBAPIError as exc:
+                raise self._translate(exc) from exc
+
+    def keys_with_prefix(self, prefix: str, limit: int = 100) -> list[str]:
+        """Keys starting with ``prefix`` (for shell completion)."""
+        t = self.table
+        escaped = prefix.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
+        stmt = (
+            select(t.c.session_key)
+            .where(t.c.session_key.like(escaped + "%", escape="\\"))
+            .order_by(t.c.session_key)
+            .limit(limit)
+        )
+        with self._connect() as conn:
+            return [k for (k,) in conn.execute(stmt)]
+
+    def counts(self, now: datetime | None = None) -> dict[str, int]:
+        """Total, active and expired rows, and live rows expiring within 1 h, 1 d and 7 d."""
+        now = self.now() if now is None else now
+        t = self.table
+        exp = t.c.expire_date
+
+        def within(delta: timedelta):
+            return func.coalesce(func.sum(_case((exp > now) & (exp <= now + delta), 1)), 0)
+
+        stmt = select(
+            func.count(),
+            func.coalesce(func.sum(_case(exp > now, 1)), 0),
+            within(timedelta(hours=1)),
+            within(timedelta(days=1)),
+            within(timedelta(days=7)),
+        ).select_from(t)
+        with self._connect() as conn:
+            total, active, h1, d1, d7 = (int(v) for v in conn.execute(stmt).one())
+        return {
+            "total": total,
+            "active": active,
+            "expired": total - active,
+            "expiring_1h": h1,
+            "expiring_1d": d1,
+            "expiring_7d": d7,
+        }
+
+    def count_expired(self, cutoff: datetime | None = None) -> int:
+        cutoff = self.now() if cutoff is None else cutoff
+        t = self.table
+        with self._connect() as conn:
+            return int(conn.execute(select(func.count()).select_from(t).where(t.c.expire_date < cutoff)).scalar_one())
+
+    # -- purge ---------------------------------------------------------------------
+
+    def _batch_delete(self, conn: Any, cutoff: datetime, batch_size: int) -> int:
+        """Delete up to ``batch_size`` rows expired before ``cutoff``; the DELETE re-checks expiry."""
+        t = self.table
+        q = self.engine.dialect.identifier_preparer.quote
+        name, exp = q(self.settings.table), q("expire_date")
+        params = {"cutoff": cutoff, "n": batch_size}
+        typed = [bindparam("cutoff", type_=t.c.expire_date.type), bindparam("n")]
+        if self.dialect == "sqlite":
+            sql = (
+                f"DELETE FROM {name} WHERE rowid IN (SELECT rowid FROM {name} WHERE {exp} < :cutoff "
+                f"ORDER BY {exp} LIMIT :n) AND {exp} < :cutoff"
+            )
+        elif self.dialect == "postgresql":
+            sql = (
+                f"DELETE FROM {name} WHERE ctid = ANY(ARRAY(SELECT ctid FROM {name} WHERE {exp} < :cutoff "
+                f"ORDER BY {exp} LIMIT :n FOR UPDATE SKIP LOCKED)) AND {exp} < :cutoff"
+            )
+        elif self.dialect in ("mysql", "mariadb"):
+            sql = f"DELETE FROM {name} WHERE {exp} < :cutoff ORDER BY {exp} LIMIT :n"
+        else:
+            keys = select(t.c.session_key).where(t.c.expire_date < cutoff).limit(batch_size).scalar_subquery()
+            stmt = delete(t).where(t.c.session_key.in_(keys), t.c.expire_date < cutoff)
+            return conn.execute(stmt).rowcount
+        return conn.execute(text(sql).bindparams(*typed), params).rowcount
+
+    def purge_expired(
+        self,
+        *,
+        batch_size: int = 1000,
+        max_seconds: float | None = None,
+        cutoff: datetime | None = None,
+        on_batch: Callable[[int], None] | None = None,
+    ) -> PurgeResult:
+        """Delete rows whose ``expire_date`` is before ``cutoff`` (default: now), batch by batch.
+
+        Each batch is its own short transaction, so the purge may be killed at
+        any moment and re-run. ``max_seconds`` stops cleanly after that budget
+        (``complete`` is then False).
+        """
+        if batch_size <= 0:
+            raise ValueError("batch_size must be positive")
+        cutoff = self.now() if cutoff is None else cutoff
+        result = PurgeResult(cutoff=cutoff)
+        start = time.monotonic()
+        while True:
+            with self._connect(write=True) as conn:
+                deleted = self._batch_delete(conn, cutoff, batch_size)
+            result.batches += 1
+            result.deleted += deleted
+            if on_batch is not None and deleted:
+                on_batch(deleted)
+            if deleted < batch_size:
+                break
+            if max_seconds is not None and time.monotonic() - start >= max_seconds:
+                result.complete = False
+                result.remaining = self.count_expired(cutoff)
+                break
+        result.seconds = time.monotonic() - start
+        return result
+
+    def delete_all(self) -> int:
+        """Delete every row (log everyone out)."""
+        with self._connect(write=True) as conn:
+            return conn.execute(delete(self.table)).rowcount
+
+
+def _case(condition: Any, value: int) -> Any:
+    from sqlalchemy import case
+
+    return case((condition, value), else_=0)
