@@ -250,10 +250,12 @@ class Session(MutableMapping):
         data = self._session
         store = self._store
         if not data:
-            if self._row is not None:
-                store.delete_row(self._row.key)
-            self._row = None
+            for row in (self._row, self._old_row):
+                if row is not None:
+                    store.delete_row(row.key)
+            self._row = self._old_row = None
             self._key = None
+            self._fresh_key = False
             return None
         if self._row is None:
             return self._create(data)
