@@ -267,7 +267,8 @@ class SessionStore:
         """Create the table and its index as Django's migration would; False if it existed."""
         if self.has_table():
             return False
-        quote = self.engine.dialect.identifier_preparer.quote
+        # Django quotes every identifier; so do we, so the stored DDL is identical.
+        quote = self.engine.dialect.identifier_preparer.quote_identifier
         statements = create_statements(self.dialect, self.settings.table, quote)
         try:
             with self._connect(write=True) as conn:

@@ -100,13 +100,12 @@ def build_parser():
     sub.add_parser("encode").add_argument("--data", required=True)
     sub.choices["encode"].add_argument("--timestamp", type=int)
     sub.add_parser("decode").add_argument("--session-data", required=True)
-    sub.add_parser("migrate")
-    sub.add_parser("sqlmigrate")
+    for name in ("migrate", "sqlmigrate", "clear-expired"):
+        sub.add_parser(name)
     sub.add_parser("create").add_argument("--data", required=True)
     sub.choices["create"].add_argument("--expiry")
     for name in ("load", "row"):
         sub.add_parser(name).add_argument("--key", required=True)
-    sub.add_parser("clear-expired")
     s = sub.add_parser("set-item")
     for opt in ("--key", "--name", "--value"):
         s.add_argument(opt, required=True)
