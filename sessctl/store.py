@@ -21,11 +21,11 @@ import secrets
 import string
 import time
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass, field
-from datetime import datetime, timedelta
+from dataclasses import dataclass
+from datetime import datetime, timedelta, timezone
 from typing import TYPE_CHECKING, Any
 
-from sqlalchemy import bindparam, create_engine, delete, event, func, insert, select, text, update
+from sqlalchemy import bindparam, create_engine, delete, event, func, select, text
 from sqlalchemy import exc as sa_exc
 from sqlalchemy.engine import Engine, make_url
 
@@ -41,6 +41,7 @@ KEY_CHARS = string.ascii_lowercase + string.digits
 KEY_LENGTH = 32
 MAX_KEY_ATTEMPTS = 10
 MAX_CAS_ATTEMPTS = 50
+UTC = timezone.utc
 
 
 def new_key() -> str:
@@ -208,6 +209,41 @@ class SessionStore:
         if self._engine is not None:
             self._engine.dispose()
 
+    @property
+    def _hot(self) -> _HotPath:
+        hot = self.__dict__.get("_hot_path")
+        if hot is None:
+            hot = self.__dict__["_hot_path"] = _HotPath(self.engine, self.settings.table)
+        return hot
+
+    @contextlib.contextmanager
+    def _raw(self) -> Iterator[Any]:
+        """A pooled DBAPI connection, for the per-request statements.
+
+        The runtime's four statements (load, insert, swap, delete) skip
+        SQLAlchemy's statement compilation: they are fixed strings prepared
+        once per store, which makes a request several times cheaper.
+        """
+        engine = self.engine
+        try:
+            conn = engine.raw_connection()
+        except sa_exc.DBAPIError as exc:
+            raise self._translate(exc) from exc
+        try:
+            yield conn
+        except engine.dialect.loaded_dbapi.Error as exc:
+            try:
+                conn.rollback()
+            except Exception:
+                conn.invalidate()
+            wrapped = sa_exc.DBAPIError.instance(
+                None, None, exc, engine.dialect.loaded_dbapi.Error,
+                connection_invalidated=engine.dialect.is_disconnect(exc, conn.dbapi_connection, None),
+            )
+            raise self._translate(wrapped) from exc
+        finally:
+            conn.close()
+
     @contextlib.contextmanager
     def _connect(self, *, write: bool = False) -> Iterator[Any]:
         try:
@@ -302,36 +338,29 @@ class SessionStore:
         if not valid_key(key):
             return None
         now = self.now() if now is None else now
-        t = self.table
-        with self._connect() as conn:
-            found = conn.execute(
-                select(t.c.session_data, t.c.expire_date).where(t.c.session_key == key, t.c.expire_date > now)
-            ).first()
-        return None if found is None else Row(key, found[0], found[1])
+        hot = self._hot
+        with self._raw() as conn:
+            cur = conn.cursor()
+            cur.execute(hot.load, (key, hot.bind(now)))
+            found = cur.fetchone()
+            cur.close()
+            conn.commit()  # end the read transaction; cheap, and keeps the pool clean
+        return None if found is None else Row(key, found[0], hot.result(found[1]))
 
     def insert_row(self, key: str, session_data: str, expire_date: datetime) -> bool:
         """INSERT a new row; False if the key is already taken (never overwrites)."""
-        t = self.table
-        values = {"session_key": key, "session_data": session_data, "expire_date": expire_date}
-        if self.dialect == "postgresql":
-            from sqlalchemy.dialects.postgresql import insert as pg_insert
-
-            stmt = pg_insert(t).values(**values).on_conflict_do_nothing()
-        elif self.dialect == "sqlite":
-            from sqlalchemy.dialects.sqlite import insert as sqlite_insert
-
-            stmt = sqlite_insert(t).values(**values).on_conflict_do_nothing()
-        else:
-            stmt = insert(t).values(**values)
-        try:
-            with self._connect(write=True) as conn:
-                # SQLAlchemy keeps an INSERT's rowcount only when asked to.
-                return conn.execute(stmt.execution_options(preserve_rowcount=True)).rowcount == 1
-        except StoreError as err:
-            cause = err.__cause__
-            if isinstance(cause, sa_exc.IntegrityError):
+        hot = self._hot
+        with self._raw() as conn:
+            cur = conn.cursor()
+            try:
+                cur.execute(hot.insert, (key, session_data, hot.bind(expire_date)))
+            except self.engine.dialect.loaded_dbapi.IntegrityError:
+                conn.rollback()
                 return False
-            raise
+            count = cur.rowcount
+            cur.close()
+            conn.commit()
+        return count == 1
 
     def create_row(self, session_data: str | Callable[[str], str], expire_date: datetime) -> str:
         """Insert under a fresh random key and return it.
@@ -347,23 +376,28 @@ class SessionStore:
 
     def swap_row(self, old: Row, session_data: str, expire_date: datetime) -> bool:
         """Compare-and-swap: rewrite the row only if it still holds ``old.session_data``."""
-        t = self.table
-        stmt = (
-            update(t)
-            .where(t.c.session_key == old.key, t.c.session_data == old.session_data)
-            .values(session_data=session_data, expire_date=expire_date)
-        )
-        with self._connect(write=True) as conn:
-            return conn.execute(stmt).rowcount == 1
+        hot = self._hot
+        with self._raw() as conn:
+            cur = conn.cursor()
+            cur.execute(hot.swap, (session_data, hot.bind(expire_date), old.key, old.session_data))
+            count = cur.rowcount
+            cur.close()
+            conn.commit()
+        return count == 1
 
     def delete_row(self, key: str, *, only_if: Row | None = None) -> bool:
         """Delete one row; with ``only_if``, only while it still holds that data."""
-        t = self.table
-        stmt = delete(t).where(t.c.session_key == key)
-        if only_if is not None:
-            stmt = stmt.where(t.c.session_data == only_if.session_data)
-        with self._connect(write=True) as conn:
-            return conn.execute(stmt).rowcount == 1
+        hot = self._hot
+        with self._raw() as conn:
+            cur = conn.cursor()
+            if only_if is None:
+                cur.execute(hot.delete, (key,))
+            else:
+                cur.execute(hot.delete_if, (key, only_if.session_data))
+            count = cur.rowcount
+            cur.close()
+            conn.commit()
+        return count == 1
 
     # -- session-level operations (decode, policy, encode) -------------------
 
@@ -588,3 +622,33 @@ def _case(condition: Any, value: int) -> Any:
     from sqlalchemy import case
 
     return case((condition, value), else_=0)
+
+
+class _HotPath:
+    """The runtime's per-request SQL, as driver strings with driver-native values."""
+
+    __slots__ = ("load", "insert", "swap", "delete", "delete_if", "bind", "result")
+
+    def __init__(self, engine: Engine, table: str) -> None:
+        dialect = engine.dialect
+        q = dialect.identifier_preparer.quote_identifier
+        t, key, data, exp = q(table), q("session_key"), q("session_data"), q("expire_date")
+        p = "?" if dialect.paramstyle == "qmark" else "%s"
+        self.load = f"SELECT {data}, {exp} FROM {t} WHERE {key} = {p} AND {exp} > {p}"
+        if dialect.name in ("postgresql", "sqlite"):
+            self.insert = f"INSERT INTO {t} ({key}, {data}, {exp}) VALUES ({p}, {p}, {p}) ON CONFLICT DO NOTHING"
+        else:
+            self.insert = f"INSERT INTO {t} ({key}, {data}, {exp}) VALUES ({p}, {p}, {p})"
+        self.swap = f"UPDATE {t} SET {data} = {p}, {exp} = {p} WHERE {key} = {p} AND {data} = {p}"
+        self.delete = f"DELETE FROM {t} WHERE {key} = {p}"
+        self.delete_if = f"DELETE FROM {t} WHERE {key} = {p} AND {data} = {p}"
+        # The same conversions as model.UTCDateTime, without its per-call dispatch.
+        if dialect.name == "sqlite":
+            self.bind = lambda dt: str(dt.astimezone(UTC).replace(tzinfo=None))
+            self.result = lambda v: datetime.fromisoformat(v).replace(tzinfo=UTC)
+        elif dialect.name in ("mysql", "mariadb"):
+            self.bind = lambda dt: dt.astimezone(UTC).replace(tzinfo=None)
+            self.result = lambda v: v.replace(tzinfo=UTC)
+        else:
+            self.bind = lambda dt: dt.astimezone(UTC)
+            self.result = lambda v: v.astimezone(UTC)
