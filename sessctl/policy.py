@@ -32,6 +32,9 @@ EXPIRY_KEY = "_session_expiry"
 # Set by the command line when it changes a lifetime; the runtime sees it on
 # the next load, re-sends the cookie so the browser matches, and drops it.
 RESEND_KEY = "_sessctl_resend"
+# An idle timeout that rides along an absolute deadline (both limits, the
+# earlier wins). Django sees only the deadline under ``_session_expiry``.
+IDLE_KEY = "_sessctl_idle"
 _MAX_DATE = datetime(9999, 12, 31, 23, 59, 59, tzinfo=UTC)
 
 DEFAULT = "default"
@@ -82,7 +85,7 @@ class Lifetime:
     """A session's own lifetime, as read from its data."""
 
     kind: str
-    seconds: int | float | None = None  # idle
+    seconds: int | float | None = None  # idle timeout (kind idle, or absolute with an idle limit too)
     deadline: datetime | None = None  # absolute, aware UTC
 
     def stored(self) -> Any:
@@ -96,25 +99,53 @@ class Lifetime:
             return self.deadline.isoformat()
         return None
 
+    def apply(self, data: dict[str, Any]) -> bool:
+        """Write this lifetime into session data; True if the data changed."""
+        before = (data.get(EXPIRY_KEY, _ABSENT), data.get(IDLE_KEY, _ABSENT))
+        stored = self.stored()
+        if stored is None:
+            data.pop(EXPIRY_KEY, None)
+        else:
+            data[EXPIRY_KEY] = stored
+        if self.kind == ABSOLUTE and self.seconds is not None:
+            data[IDLE_KEY] = self.seconds
+        else:
+            data.pop(IDLE_KEY, None)
+        return before != (data.get(EXPIRY_KEY, _ABSENT), data.get(IDLE_KEY, _ABSENT))
+
     def to_json(self) -> dict[str, Any]:
         out: dict[str, Any] = {"kind": self.kind}
         if self.kind == IDLE:
             out["seconds"] = self.seconds
         elif self.kind == ABSOLUTE and self.deadline is not None:
             out["deadline"] = self.deadline.isoformat()
+            if self.seconds is not None:
+                out["idle_seconds"] = self.seconds
         return out
 
     def describe(self) -> str:
         if self.kind == IDLE:
             return f"idle timeout {format_seconds(self.seconds or 0)}"
         if self.kind == ABSOLUTE and self.deadline is not None:
-            return f"absolute, until {self.deadline.strftime('%Y-%m-%d %H:%M:%S')} UTC"
+            text = f"absolute, until {self.deadline.strftime('%Y-%m-%d %H:%M:%S')} UTC"
+            if self.seconds is not None:
+                text += f", or after {format_seconds(self.seconds)} idle"
+            return text
         if self.kind == BROWSER_CLOSE:
             return "until the browser closes"
         return "default (global policy)"
 
 
 DEFAULT_LIFETIME = Lifetime(DEFAULT)
+_ABSENT = object()
+
+
+def _positive_seconds(value: Any) -> int | float | None:
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        return None
+    if not math.isfinite(value) or value <= 0:
+        return None
+    return value
 
 
 def lifetime_of(data: dict[str, Any]) -> Lifetime:
@@ -128,9 +159,10 @@ def lifetime_of(data: dict[str, Any]) -> Lifetime:
         return DEFAULT_LIFETIME
     if isinstance(value, str):
         try:
-            return Lifetime(ABSOLUTE, deadline=as_utc(datetime.fromisoformat(value)))
+            deadline = as_utc(datetime.fromisoformat(value))
         except ValueError:
             return DEFAULT_LIFETIME
+        return Lifetime(ABSOLUTE, seconds=_positive_seconds(data.get(IDLE_KEY)), deadline=deadline)
     if isinstance(value, (int, float)):
         # bool is an int, as in Django: False == 0 is browser-close, True == 1 second.
         if value == 0:
@@ -141,14 +173,22 @@ def lifetime_of(data: dict[str, Any]) -> Lifetime:
     return DEFAULT_LIFETIME
 
 
-def requested(value: Any, *, idle: bool = False, now: datetime | None = None) -> Lifetime:
+def requested(value: Any, *, idle: Any = False, now: datetime | None = None) -> Lifetime:
     """Turn a ``set_life`` argument into a Lifetime (raising on nonsense).
 
     ``None``: the global policy. ``TILL_BROWSER_CLOSE``: browser close.
     seconds (int/float) or timedelta: an absolute deadline now + that, or an
     idle timeout of that many seconds with ``idle=True``. A datetime: that
-    deadline. Zero, negative or non-finite durations raise ``ValueError``.
+    deadline. ``idle=`` a duration together with a deadline gives both
+    limits (OWASP's idle + absolute); the earlier one wins. Zero, negative or
+    non-finite durations raise ``ValueError``.
     """
+    if idle is not False and idle is not True:
+        idle_seconds = _duration_seconds(idle, "idle")
+        deadline = requested(value, now=now)
+        if deadline.kind != ABSOLUTE:
+            raise ValueError("an idle limit can only be combined with a deadline (seconds, timedelta or datetime)")
+        return Lifetime(ABSOLUTE, seconds=idle_seconds, deadline=deadline.deadline)
     if value is None:
         if idle:
             raise ValueError("set_life(None, idle=True) makes no sense: None means the global policy")
@@ -165,8 +205,17 @@ def requested(value: Any, *, idle: bool = False, now: datetime | None = None) ->
         if deadline <= now:
             raise ValueError(f"the deadline {deadline.isoformat()} is not in the future")
         return Lifetime(ABSOLUTE, deadline=deadline)
+    seconds = _duration_seconds(value, "a lifetime")
+    if idle:
+        return Lifetime(IDLE, seconds=seconds)
+    return Lifetime(ABSOLUTE, deadline=_add(now, seconds))
+
+
+def _duration_seconds(value: Any, what: str) -> int | float:
     if isinstance(value, timedelta):
         seconds: float = value.total_seconds()
+        if math.isfinite(seconds) and seconds == int(seconds):
+            seconds = int(seconds)
     elif isinstance(value, (int, float)) and not isinstance(value, bool):
         seconds = value
     else:
@@ -174,12 +223,8 @@ def requested(value: Any, *, idle: bool = False, now: datetime | None = None) ->
             f"set_life() takes seconds, a timedelta, a datetime, TILL_BROWSER_CLOSE or None, not {type(value).__name__}"
         )
     if not math.isfinite(seconds) or seconds <= 0:
-        raise ValueError(f"a lifetime must be a positive number of seconds, not {value!r}")
-    if idle:
-        if isinstance(value, timedelta):
-            seconds = int(seconds) if seconds == int(seconds) else seconds
-        return Lifetime(IDLE, seconds=seconds)
-    return Lifetime(ABSOLUTE, deadline=_add(now, seconds))
+        raise ValueError(f"{what} must be a positive number of seconds, not {value!r}")
+    return seconds
 
 
 def _add(moment: datetime, seconds: float) -> datetime:
@@ -210,6 +255,8 @@ def compute(settings: PolicySettings, data: dict[str, Any], now: datetime | None
     if kind == ABSOLUTE:
         assert lifetime.deadline is not None
         expire_date = lifetime.deadline
+        if lifetime.seconds is not None:  # an idle limit too: the earlier one wins
+            expire_date = min(expire_date, _add(now, lifetime.seconds))
         delta = expire_date - now
         age: int = delta.days * 86400 + delta.seconds  # floor, as Django
     elif kind == IDLE:

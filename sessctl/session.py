@@ -162,23 +162,21 @@ class Session(MutableMapping):
 
     # -- lifetime ------------------------------------------------------------
 
-    def set_life(self, value: Any, *, idle: bool = False) -> None:
+    def set_life(self, value: Any, *, idle: Any = False) -> None:
         """Give this session its own lifetime, overriding the global policy.
 
         * ``set_life(3600)`` / ``set_life(timedelta(hours=1))``: dies an hour from now, whatever happens;
         * ``set_life(datetime)``: dies at that instant;
         * ``set_life(1800, idle=True)``: dies after 30 minutes without a save (sliding);
+        * ``set_life(8 * 3600, idle=1800)``: both limits, the earlier one wins;
         * ``set_life(TILL_BROWSER_CLOSE)``: its cookie ends with the browser;
         * ``set_life(None)``: back to the global policy.
 
         Zero or negative durations raise ``ValueError``.
         """
-        stored = policy.requested(value, idle=idle, now=self._store.now()).stored()
-        if stored is None:
-            if EXPIRY_KEY in self._session:
-                del self[EXPIRY_KEY]
-        else:
-            self[EXPIRY_KEY] = stored
+        lifetime = policy.requested(value, idle=idle, now=self._store.now())
+        if lifetime.apply(self._session):
+            self.modified = True
 
     def set_expiry(self, value: Any) -> None:
         """Django's ``set_expiry``: int N = idle seconds, 0 = browser close, None = global."""

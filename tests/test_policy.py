@@ -124,3 +124,26 @@ def test_format_seconds():
     assert format_seconds(86400) == "1d"
     assert format_seconds(0) == "0s"
     assert format_seconds(-3600) == "-1h"
+
+
+def test_idle_and_absolute_together_the_earlier_wins():
+    both = requested(8 * 3600, idle=1800, now=NOW)
+    data: dict = {}
+    assert both.apply(data)
+    assert data[EXPIRY_KEY] == (NOW + timedelta(hours=8)).isoformat()  # what Django sees: the hard cap
+    assert lifetime_of(data) == both
+    exp = compute(S, data, NOW)
+    assert exp.expire_date == NOW + timedelta(seconds=1800) and exp.max_age == 1800
+    late = NOW + timedelta(hours=7, minutes=50)
+    exp = compute(S, data, late)
+    assert exp.expire_date == NOW + timedelta(hours=8) and exp.max_age == 600
+    assert both.to_json()["idle_seconds"] == 1800
+    assert requested(None).apply(data) and data == {}
+
+
+@pytest.mark.parametrize("bad", [0, -5, "x"])
+def test_bad_idle_limit(bad):
+    with pytest.raises((ValueError, TypeError)):
+        requested(3600, idle=bad, now=NOW)
+    with pytest.raises(ValueError):
+        requested(TILL_BROWSER_CLOSE, idle=600)
