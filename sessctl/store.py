@@ -612,6 +612,62 @@ class SessionStore:
         result.seconds = time.monotonic() - start
         return result
 
+    @contextlib.contextmanager
+    def exclusive(self, name: str = "purge", *, wait: bool = False) -> Iterator[bool]:
+        """Hold a lock named ``name`` for this table across processes; yields whether it was got.
+
+        PostgreSQL: a session advisory lock; MySQL/MariaDB: ``GET_LOCK``;
+        SQLite: ``flock`` on a file beside the database. Each is released
+        when the holder exits, even by ``kill -9``, so a crashed run never
+        blocks the next one. With ``wait`` it blocks until the lock is free.
+        """
+        lock_name = f"sessctl.{name}.{self.settings.table}"
+        if self.dialect == "sqlite":
+            path = _sqlite_path(self.settings.database_url)
+            if path is None:
+                yield True
+                return
+            import fcntl
+
+            fd = os.open(f"{path}.sessctl-{name}-{self.settings.table}.lock", os.O_RDWR | os.O_CREAT, 0o600)
+            try:
+                try:
+                    fcntl.flock(fd, fcntl.LOCK_EX | (0 if wait else fcntl.LOCK_NB))
+                except BlockingIOError:
+                    yield False
+                    return
+                yield True
+            finally:
+                os.close(fd)  # releases the flock
+            return
+        with self._connect() as conn:
+            if self.dialect == "postgresql":
+                import zlib
+
+                lock_id = zlib.crc32(lock_name.encode())
+                fn = "pg_advisory_lock" if wait else "pg_try_advisory_lock"
+                got = conn.execute(text(f"SELECT {fn}(:k)"), {"k": lock_id}).scalar()
+                got = True if wait else bool(got)
+                conn.commit()
+                try:
+                    yield got
+                finally:
+                    if got:
+                        conn.execute(text("SELECT pg_advisory_unlock(:k)"), {"k": lock_id})
+                        conn.commit()
+            elif self.dialect in ("mysql", "mariadb"):
+                mysql_name = lock_name[:64]
+                got = conn.execute(text("SELECT GET_LOCK(:n, :t)"), {"n": mysql_name, "t": 31536000 if wait else 0}).scalar()
+                conn.commit()
+                try:
+                    yield got == 1
+                finally:
+                    if got == 1:
+                        conn.execute(text("SELECT RELEASE_LOCK(:n)"), {"n": mysql_name})
+                        conn.commit()
+            else:
+                yield True
+
     def delete_all(self) -> int:
         """Delete every row (log everyone out)."""
         with self._connect(write=True) as conn:
