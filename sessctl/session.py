@@ -261,6 +261,8 @@ class Session(MutableMapping):
 
     def _create(self, data: dict[str, Any]) -> str:
         store = self._store
+        if self._old_row is not None:
+            data = self._retire_old_row(data)
         now = store.now()
         exp = policy.compute(store.settings, data, now)
         encoded = store.codec.encode(data)
@@ -271,14 +273,41 @@ class Session(MutableMapping):
             key = new_key()
         else:
             raise Conflict("could not find a free session key")
-        if self._old_row is not None:
-            store.delete_row(self._old_row.key)
-            self._old_row = None
         self._key = key
         self._fresh_key = False
         self._row = Row(key, encoded, exp.expire_date)
         self.expiry = exp
         return key
+
+    def _retire_old_row(self, data: dict[str, Any]) -> dict[str, Any]:
+        """Delete the row cycle_key() left behind, by compare-and-swap.
+
+        Changes another writer made to it meanwhile are carried over; if it
+        was deleted meanwhile (logout elsewhere, admin, purge) the session
+        ends here rather than living on under a new key. Deleting before the
+        insert means a crash in between loses a session but never revives one.
+        """
+        store, codec = self._store, self._store.codec
+        old = self._old_row
+        assert old is not None
+        for _ in range(MAX_CAS_ATTEMPTS):
+            if store.delete_row(old.key, only_if=old):
+                self._old_row = None
+                self._data = data
+                return data
+            fresh = store.load_row(old.key)
+            if fresh is None:
+                self._old_row = self._row = None
+                self._key = None
+                self._fresh_key = False
+                raise SessionGone(f"session {old.key} was deleted while this request ran")
+            try:
+                theirs = codec.decode(fresh.session_data)
+            except CodecError:
+                theirs = {}
+            data = _merge(codec.decode(old.session_data), data, theirs)
+            old = fresh
+        raise Conflict(f"session {old.key} kept changing; gave up after {MAX_CAS_ATTEMPTS} attempts")
 
     def _swap(self, data: dict[str, Any]) -> str:
         store = self._store
