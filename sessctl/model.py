@@ -15,7 +15,6 @@ from datetime import datetime, timezone
 from functools import lru_cache
 
 from sqlalchemy import Column, MetaData, String, Table, Text
-from sqlalchemy.dialects import mysql, postgresql
 from sqlalchemy.types import TypeDecorator, UserDefinedType
 
 UTC = timezone.utc
@@ -37,12 +36,18 @@ class UTCDateTime(TypeDecorator):
     cache_ok = True
 
     def load_dialect_impl(self, dialect):
+        # Dialect packages are imported here, not at module level: each costs
+        # start-up time that a SQLite-only command line should not pay.
         if dialect.name == "sqlite":
             return dialect.type_descriptor(_SQLiteDateTimeText())
         if dialect.name == "postgresql":
-            return dialect.type_descriptor(postgresql.TIMESTAMP(timezone=True))
+            from sqlalchemy.dialects.postgresql import TIMESTAMP
+
+            return dialect.type_descriptor(TIMESTAMP(timezone=True))
         if dialect.name in ("mysql", "mariadb"):
-            return dialect.type_descriptor(mysql.DATETIME(fsp=6))
+            from sqlalchemy.dialects.mysql import DATETIME
+
+            return dialect.type_descriptor(DATETIME(fsp=6))
         from sqlalchemy import DateTime
 
         return dialect.type_descriptor(DateTime(timezone=True))
@@ -69,13 +74,27 @@ class UTCDateTime(TypeDecorator):
         return value.astimezone(UTC)
 
 
+class SessionText(TypeDecorator):
+    """``text``; ``longtext`` on MySQL/MariaDB, whose ``text`` caps a session at 64 KiB."""
+
+    impl = Text
+    cache_ok = True
+
+    def load_dialect_impl(self, dialect):
+        if dialect.name in ("mysql", "mariadb"):
+            from sqlalchemy.dialects.mysql import LONGTEXT
+
+            return dialect.type_descriptor(LONGTEXT())
+        return dialect.type_descriptor(Text())
+
+
 def session_table(name: str = "django_session", metadata: MetaData | None = None) -> Table:
     """The SQLAlchemy Core table for a session table called ``name``."""
     return Table(
         name,
         metadata if metadata is not None else MetaData(),
         Column("session_key", String(40), primary_key=True),
-        Column("session_data", Text().with_variant(mysql.LONGTEXT(), "mysql", "mariadb"), nullable=False),
+        Column("session_data", SessionText(), nullable=False),
         Column("expire_date", UTCDateTime(), nullable=False),
     )
 

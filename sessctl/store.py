@@ -122,7 +122,9 @@ def make_engine(url: str, *, timeout: float = 5.0) -> Engine:
     try:
         parsed = make_url(url)
     except sa_exc.ArgumentError:
-        raise ConfigError(f"database URL {url!r} is not valid (expected e.g. sqlite:///sessions.db)") from None
+        raise ConfigError(
+            f"database URL {redact_url(url)!r} is not valid (expected e.g. sqlite:///sessions.db)"
+        ) from None
     backend = parsed.get_backend_name()
     kwargs: dict[str, Any] = {}
     if backend == "sqlite":
@@ -499,8 +501,11 @@ class SessionStore:
         with self._connect() as conn:
             try:
                 result = conn.execution_options(stream_results=True, yield_per=batch).execute(stmt)
-                for key, data, exp in result:
-                    yield Row(key, data, exp)
+                try:
+                    for key, data, exp in result:
+                        yield Row(key, data, exp)
+                finally:
+                    result.close()  # also when the caller stops early (a server-side cursor)
             except sa_exc.DBAPIError as exc:
                 raise self._translate(exc) from exc
 

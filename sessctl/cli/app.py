@@ -1,0 +1,107 @@
+"""The command line's context object, and the one place runtime errors become `Error: ...` lines."""
+
+from __future__ import annotations
+
+import re
+import sys
+from functools import cached_property
+
+import click
+
+SECRET_HINT = (
+    "set SESSCTL_SECRET_KEY (or SESSCTL_SECRET_KEY_FILE, --secret-key-file) to the app's secret key"
+)
+
+
+class App:
+    """Built by the root group from the global options; opens the database lazily."""
+
+    def __init__(self, ctx: click.Context, *, db, table, secret_key_file, config, debug, quiet):
+        self.ctx = ctx
+        self.options = {"database_url": db, "table": table}
+        self.secret_key_file = secret_key_file
+        self.config = config
+        self.debug = debug
+        self.quiet = quiet
+        self._store = None
+
+    @cached_property
+    def settings(self):
+        from sessctl.config import Settings
+
+        settings = Settings.load(config=self.config, secret_key_file=self.secret_key_file, **self.options)
+        if self.debug:
+            secret = "set" if settings.secret_key else "not set"
+            self.say(
+                f"debug: database {redact(settings.database_url)}, table {settings.table}, "
+                f"secret key {secret} ({len(settings.secret_key_fallbacks)} fallback(s))",
+                force=True,
+            )
+        return settings
+
+    def store(self, *, check: bool = True):
+        """The session store, closed with the command; ``check`` first makes sure the table is there."""
+        if self._store is None:
+            from sessctl.store import SessionStore
+
+            self._store = SessionStore(self.settings)
+            self.ctx.call_on_close(self._store.close)
+        if check:
+            self._store.check()
+        return self._store
+
+    def codec(self, why: str | None = None):
+        """The codec; without a secret key, None, or with ``why`` an error saying why it is needed."""
+        settings = self.settings
+        if not settings.secret_key:
+            if why is None:
+                return None
+            raise click.ClickException(f"no secret key configured, and {why}: {SECRET_HINT}")
+        from sessctl.codec import Codec
+
+        return Codec(settings.secret_key, settings.secret_key_fallbacks)
+
+    def say(self, message: str, *, force: bool = False) -> None:
+        """A message for the person at the terminal (stderr; silenced by --quiet)."""
+        if force or not self.quiet:
+            click.echo(message, err=True)
+
+
+def redact(url: str) -> str:
+    return re.sub(r"(://[^/@:]*:)[^/@]*@", r"\1***@", url)
+
+
+def error_message(exc: Exception) -> str:
+    """One line for a failure from the runtime: what went wrong and what to do."""
+    from sessctl.codec import BadSignature, CodecError
+    from sessctl.config import ConfigError
+
+    if isinstance(exc, ConfigError):
+        return str(exc)
+    if isinstance(exc, BadSignature):
+        return (
+            "session data signature does not match the secret key or any fallback key (wrong secret key?); "
+            f"{SECRET_HINT}, and list retired keys in SESSCTL_SECRET_KEY_FALLBACKS"
+        )
+    if isinstance(exc, CodecError):
+        return f"session data cannot be decoded: {exc}"
+    if "sessctl.store" in sys.modules:
+        from sessctl import store
+
+        if isinstance(exc, store.SessionGone):
+            return f"{exc}; see the live sessions with: sessctl list"
+        if isinstance(exc, store.DatabaseUnavailable):
+            return f"{exc}; check --db / SESSCTL_DB and that the database server is running"
+        if isinstance(exc, store.Conflict):
+            return f"{exc}; try again"
+        if isinstance(exc, store.StoreError):
+            return str(exc)
+    return f"unexpected {type(exc).__name__}: {exc}; re-run with --debug to see the traceback"
+
+
+def fail(exc: Exception, debug: bool) -> click.ClickException:
+    if debug:
+        import traceback
+
+        traceback.print_exception(exc, file=sys.stderr)
+    return click.ClickException(" ".join(error_message(exc).split()))

@@ -1,0 +1,435 @@
+"""The commands. Each is thin: the store, codec and policy modules do the work.
+
+Runtime modules are imported inside each command, so importing this module
+costs only click.
+"""
+
+from __future__ import annotations
+
+import contextlib
+
+import click
+
+from .app import SECRET_HINT
+from .types import Duration, SessionKey
+
+pass_app = click.pass_obj
+json_option = click.option("--json", "as_json", is_flag=True, help="Print JSON (ISO-8601 UTC timestamps).")
+no_verify_option = click.option(
+    "--no-verify",
+    is_flag=True,
+    help="Show the data even if its signature does not verify (labelled unverified; never trust it).",
+)
+
+
+@click.command()
+@pass_app
+def init(app):
+    """Create the session table and its index if missing.
+
+    Idempotent: on an existing table (Django's own included) it changes nothing.
+
+    \b
+    Example:
+      sessctl --db sqlite:///sessions.db init
+    """
+    from .app import redact
+
+    store = app.store(check=False)
+    where = f"{app.settings.table!r} in {redact(app.settings.database_url)}"
+    if store.create_table():
+        app.say(f"created table {where}")
+    else:
+        app.say(f"table {where} already exists; nothing to do")
+
+
+@click.command("list")
+@click.option("--active", "state", flag_value="active", default=True, help="Only live sessions (the default).")
+@click.option("--expired", "state", flag_value="expired", help="Only expired sessions.")
+@click.option("--all", "state", flag_value="all", help="Live and expired sessions.")
+@click.option("--browser-close", is_flag=True, help="Only sessions that end when the browser closes.")
+@click.option("--limit", type=click.IntRange(min=1), metavar="N", help="Show at most N sessions.")
+@json_option
+@pass_app
+def list_(app, state, browser_close, limit, as_json):
+    """List sessions: key, expiry, lifetime kind, data size.
+
+    Expiry is shown in UTC and relative to now, soonest first. Needs no
+    secret key: the lifetime kind is read without verifying the signature
+    ("unreadable" if the data cannot be decoded at all). With --json, prints
+    an array, streamed row by row.
+
+    \b
+    Example:
+      sessctl list --expired --limit 20
+      sessctl list --all --json > sessions.json
+    """
+    from . import render
+
+    store = app.store()
+    now = store.now()
+    browser_default = app.settings.expire_at_browser_close
+
+    def summaries():
+        count = 0
+        # Without a filter the SQL LIMIT ends the stream, so the store's cursor is read to its end.
+        with contextlib.closing(store.iter_rows(state, now=now, limit=None if browser_close else limit)) as rows:
+            for row in rows:
+                item = render.row_summary(row, now)
+                kind = item["lifetime"]["kind"]
+                if browser_close and not (kind == "browser_close" or (kind == "default" and browser_default)):
+                    continue
+                if limit is not None and count >= limit:
+                    break
+                yield item
+                count += 1
+
+    if as_json:
+        shown = render.json_array(summaries())
+    else:
+        shown = render.session_table(summaries(), now)
+    if not shown:
+        app.say(f"no {'' if state == 'all' else state + ' '}sessions")
+
+
+@click.command()
+@click.argument("key", type=SessionKey())
+@json_option
+@no_verify_option
+@pass_app
+def show(app, key, as_json, no_verify):
+    """Show one session: expiry, lifetime, decoded data.
+
+    Works on expired rows too (marked expired). Needs the app's secret key to
+    verify the data, unless --no-verify.
+
+    \b
+    Example:
+      sessctl show 9xk2m4qpz7w3ht5bn8cv6dl1rf0gsa2e
+      sessctl show 9xk2m4qpz7w3ht5bn8cv6dl1rf0gsa2e --json | jq .data
+    """
+    from . import render
+
+    codec = app.codec(None if no_verify else "show must verify the data's signature (or pass --no-verify)")
+    store = app.store()
+    row = store.get_row(key)
+    if row is None:
+        raise click.ClickException(f"no session with key {key}; see the sessions with: sessctl list --all")
+    now = store.now()
+    info = render.row_summary(row, now)
+    decoded, problem = _decode(codec, row.session_data, verify=not no_verify)
+    info.update(decoded)
+    if decoded["data"] is not None:
+        from sessctl.policy import lifetime_of
+
+        info["lifetime"] = lifetime_of(decoded["data"]).to_json()
+    if problem:
+        info["error"] = problem
+    if as_json:
+        render.json_object(info)
+    else:
+        render.session_panel(info, now)
+    if problem:
+        raise click.ClickException(f"session {key}: {problem}")
+
+
+@click.command()
+@click.argument("value", metavar="[DATA | -]", default="-", required=False)
+@json_option
+@no_verify_option
+@pass_app
+def decode(app, value, as_json, no_verify):
+    """Decode a raw session_data value.
+
+    Reads DATA from the argument, or from stdin when it is "-" or absent.
+    Needs no database; needs the secret key unless --no-verify.
+
+    \b
+    Example:
+      sessctl decode 'eyJ1c2VyIjo0Mn0:1u7Pfj:Qk2...'
+      psql -Atc "select session_data from django_session limit 1" | sessctl decode --json
+    """
+    from . import render
+
+    codec = app.codec(None if no_verify else "decode must verify the data's signature (or pass --no-verify)")
+    if value == "-":
+        import sys
+
+        value = sys.stdin.read()
+    value = value.strip()
+    if not value:
+        raise click.UsageError("no data: give DATA as an argument or on stdin")
+    decoded, problem = _decode(codec, value, verify=not no_verify)
+    if problem:
+        raise click.ClickException(problem)
+    from sessctl.policy import lifetime_of
+
+    info = {"lifetime": lifetime_of(decoded["data"]).to_json(), "size": len(value), **decoded}
+    if as_json:
+        render.json_object(info)
+    else:
+        render.session_panel(info, None)
+
+
+def _decode(codec, value: str, *, verify: bool) -> tuple[dict, str | None]:
+    """Decode ``value`` -> ({verified, signed_at, data}, problem or None); data is None when withheld."""
+    from sessctl import codec as codecs
+
+    from .render import iso_from_timestamp
+
+    out = {"verified": False, "signed_at": iso_from_timestamp(codecs.signed_at(value)), "data": None}
+    try:
+        if codec is not None:
+            try:
+                out["data"], out["verified"] = codec.decode(value), True
+                return out, None
+            except codecs.BadSignature:
+                if verify:
+                    raise
+        out["data"] = codecs.decode_unverified(value)
+    except codecs.BadSignature:
+        return out, (
+            "the signature does not match the secret key or any fallback key (wrong secret key?); "
+            f"{SECRET_HINT}, list retired keys in SESSCTL_SECRET_KEY_FALLBACKS, "
+            "or pass --no-verify to see the data unverified"
+        )
+    except codecs.CodecError as exc:
+        return out, f"the data cannot be decoded ({exc}); it was not written by Django or sessctl"
+    return out, None
+
+
+def _change_life(app, key: str, mutate, what: str) -> None:
+    """Rewrite one session's lifetime in one compare-and-swap, and report the new expiry."""
+    from sessctl import codec as codecs
+    from sessctl.policy import format_seconds
+
+    from .render import utc_text
+
+    app.codec(f"{what} re-signs the session data")
+    store = app.store()
+    try:
+        _data, expiry = store.update(key, mutate, resend=True)
+    except codecs.BadSignature:
+        raise click.ClickException(
+            f"session {key}: the signature does not match the secret key or any fallback key "
+            f"(wrong secret key?); {SECRET_HINT}; nothing was changed"
+        ) from None
+    except codecs.CodecError as exc:
+        raise click.ClickException(
+            f"session {key}: the data cannot be decoded ({exc}), so its lifetime cannot be changed; nothing was changed"
+        ) from None
+    left = format_seconds((expiry.expire_date - store.now()).total_seconds())
+    app.say(
+        f"session {key}: {expiry.lifetime.describe()}; the row now expires {utc_text(expiry.expire_date)} "
+        f"(in {left}); the app re-sends its cookie on the next request"
+    )
+
+
+@click.command("set-life")
+@click.argument("key", type=SessionKey())
+@click.argument("duration", type=Duration())
+@click.option("--idle", is_flag=True, help="An idle timeout (renewed at each save) instead of a fixed deadline.")
+@pass_app
+def set_life(app, key, duration, idle):
+    """Give one session its own lifetime (now + DURATION).
+
+    DURATION is seconds (3600) or units s, m, h, d, w (90m, 2h, 7d, 1h30m).
+    With --idle the session instead expires DURATION after its last save.
+    Rewrites the session data (re-signed: needs the secret key) and the row's
+    expiry at once.
+
+    \b
+    Example:
+      sessctl set-life 9xk2m4qpz7w3ht5bn8cv6dl1rf0gsa2e 2h
+      sessctl set-life 9xk2m4qpz7w3ht5bn8cv6dl1rf0gsa2e 30m --idle
+    """
+    from sessctl.policy import EXPIRY_KEY, requested
+
+    def mutate(data):
+        data[EXPIRY_KEY] = requested(duration, idle=idle).stored()
+
+    _change_life(app, key, mutate, "set-life")
+
+
+@click.command("till-browser-close")
+@click.argument("key", type=SessionKey())
+@pass_app
+def till_browser_close(app, key):
+    """Make one session end when the browser closes.
+
+    The cookie loses its Max-Age; the server still drops the row after the
+    default cookie age. Needs the secret key.
+
+    \b
+    Example:
+      sessctl till-browser-close 9xk2m4qpz7w3ht5bn8cv6dl1rf0gsa2e
+    """
+    from sessctl.policy import EXPIRY_KEY, TILL_BROWSER_CLOSE, requested
+
+    def mutate(data):
+        data[EXPIRY_KEY] = requested(TILL_BROWSER_CLOSE).stored()
+
+    _change_life(app, key, mutate, "till-browser-close")
+
+
+@click.command("reset-life")
+@click.argument("key", type=SessionKey())
+@pass_app
+def reset_life(app, key):
+    """Return one session to the global lifetime policy.
+
+    Needs the secret key.
+
+    \b
+    Example:
+      sessctl reset-life 9xk2m4qpz7w3ht5bn8cv6dl1rf0gsa2e
+    """
+    from sessctl.policy import EXPIRY_KEY
+
+    def mutate(data):
+        data.pop(EXPIRY_KEY, None)
+
+    _change_life(app, key, mutate, "reset-life")
+
+
+@click.command()
+@click.argument("keys", metavar="KEY...", nargs=-1, required=True, type=SessionKey())
+@pass_app
+def delete(app, keys):
+    """End sessions now (log them out).
+
+    Deletes each KEY that exists; exits 1 naming any that did not.
+
+    \b
+    Example:
+      sessctl delete 9xk2m4qpz7w3ht5bn8cv6dl1rf0gsa2e 4hd8s0aq1mz6c3vr7xk9py2wtl5nbe0u
+    """
+    store = app.store()
+    keys = list(dict.fromkeys(keys))
+    missing = [key for key in keys if not store.delete(key)]
+    deleted = len(keys) - len(missing)
+    if deleted or not missing:
+        app.say(f"deleted {deleted} session{'' if deleted == 1 else 's'}")
+    if missing:
+        raise click.ClickException(
+            f"no session with key{'' if len(missing) == 1 else 's'} {', '.join(missing)} "
+            "(already ended?); see the sessions with: sessctl list --all"
+        )
+
+
+@click.command()
+@click.option("--expired", is_flag=True, help="Delete the expired sessions.")
+@click.option("--all", "all_", is_flag=True, help="Delete every session (logs everyone out; needs --yes).")
+@click.option("--yes", is_flag=True, help="Confirm --all.")
+@click.option("--dry-run", is_flag=True, help="Count what would be deleted; delete nothing.")
+@click.option(
+    "--batch-size",
+    type=click.IntRange(min=1),
+    default=1000,
+    show_default=True,
+    metavar="N",
+    help="Rows deleted per transaction.",
+)
+@click.option(
+    "--max-seconds",
+    type=click.FloatRange(min=0, min_open=True),
+    metavar="S",
+    help="Stop cleanly after about S seconds; re-run to go on.",
+)
+@json_option
+@pass_app
+def purge(app, expired, all_, yes, dry_run, batch_size, max_seconds, as_json):
+    """Delete expired sessions in short batches.
+
+    With --all --yes, delete every session instead.
+    Safe while the app serves: each batch is its own short transaction that
+    re-checks expiry, so a session renewed meanwhile survives. Purge may be
+    killed at any moment, or stopped by --max-seconds (still exit 0), and
+    simply run again. Prints a one-line summary on stderr, or one JSON object
+    on stdout with --json.
+
+    \b
+    Example:
+      sessctl purge --expired
+      17 * * * *  sessctl --quiet purge --expired --max-seconds 300
+    """
+    from . import render
+
+    if expired == all_:
+        raise click.UsageError("say what to purge: either --expired, or --all --yes")
+    mode = "all" if all_ else "expired"
+    if mode == "all" and not yes and not dry_run:
+        raise click.UsageError("purge --all deletes every session and logs everyone out; add --yes to confirm")
+    store = app.store()
+    cutoff = store.now()
+    result = {"mode": mode, "dry_run": dry_run, "cutoff": render.iso(cutoff)}
+    if dry_run:
+        count = store.counts(cutoff)["total"] if mode == "all" else store.count_expired(cutoff)
+        result.update(deleted=0, would_delete=count, batches=0, seconds=0.0, complete=True, remaining=count)
+        message = f"would delete {render.plural(count, 'session')} (dry run: nothing deleted)"
+    elif mode == "all":
+        count = store.delete_all()
+        result.update(deleted=count, batches=1, seconds=0.0, complete=True, remaining=0)
+        message = f"deleted all {render.plural(count, 'session')}"
+    else:
+        with render.purge_progress(app, store, cutoff) as on_batch:
+            done = store.purge_expired(batch_size=batch_size, max_seconds=max_seconds, cutoff=cutoff, on_batch=on_batch)
+        remaining = 0 if done.complete else done.remaining
+        result.update(
+            deleted=done.deleted,
+            batches=done.batches,
+            seconds=round(done.seconds, 3),
+            complete=done.complete,
+            remaining=remaining,
+        )
+        message = (
+            f"deleted {render.plural(done.deleted, 'expired session')} "
+            f"in {render.plural(done.batches, 'batch', 'batches')} ({done.seconds:.1f}s)"
+        )
+        if not done.complete:
+            message += f"; stopped after --max-seconds with {remaining} left: re-run to go on"
+    if as_json:
+        render.json_object(result)
+    else:
+        app.say(message)
+
+
+@click.command()
+@json_option
+@pass_app
+def stats(app, as_json):
+    """Count sessions by state, lifetime kind and expiry.
+
+    Counts total, active and expired sessions, and those expiring within
+    1 hour, 1 day and 7 days.
+    Lifetime kinds are counted over active sessions, read without verifying
+    signatures (no secret key needed). Human output adds an expiry histogram.
+
+    \b
+    Example:
+      sessctl stats
+      sessctl stats --json | jq .expiring
+    """
+    from . import render
+
+    store = app.store()
+    now = store.now()
+    counts = store.counts(now)
+    with contextlib.closing(store.iter_rows("active", now=now)) as rows:
+        kinds, histogram = render.active_breakdown(rows, now)
+    report = {
+        "total": counts["total"],
+        "active": counts["active"],
+        "expired": counts["expired"],
+        "by_kind": kinds,
+        "expiring": {"1h": counts["expiring_1h"], "1d": counts["expiring_1d"], "7d": counts["expiring_7d"]},
+        "histogram": histogram,
+        "at": render.iso(now),
+    }
+    if as_json:
+        render.json_object(report)
+    else:
+        render.stats_report(report)
+
+
+ALL = [init, list_, show, decode, set_life, till_browser_close, reset_life, delete, purge, stats]

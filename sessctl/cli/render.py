@@ -1,0 +1,296 @@
+"""Output: JSON for scripts, rich tables and panels on a terminal, plain lines otherwise.
+
+Session data is never read as rich markup: the console is built with
+``markup=False`` and data goes in as ``Text``. Importing this module costs
+nothing; rich is imported only when a terminal is drawn on.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+from collections.abc import Iterable, Iterator
+from datetime import datetime, timezone
+from typing import Any
+
+import click
+
+from sessctl.policy import Lifetime, format_seconds
+
+UNREADABLE = "unreadable"
+KINDS = ("default", "browser_close", "absolute", "idle", UNREADABLE)
+HISTOGRAM = [
+    ("<1h", 3600),
+    ("1h-6h", 6 * 3600),
+    ("6h-1d", 86400),
+    ("1d-7d", 7 * 86400),
+    ("7d-14d", 14 * 86400),
+    ("14d-30d", 30 * 86400),
+    (">=30d", None),
+]
+
+
+# -- values -------------------------------------------------------------------
+
+
+def iso(moment: datetime) -> str:
+    return moment.astimezone(timezone.utc).isoformat()
+
+
+def iso_from_timestamp(ts: int | None) -> str | None:
+    try:
+        return None if ts is None else iso(datetime.fromtimestamp(ts, timezone.utc))
+    except (OverflowError, OSError, ValueError):
+        return None
+
+
+def utc_text(moment: datetime) -> str:
+    return moment.astimezone(timezone.utc).strftime("%Y-%m-%d %H:%M:%S UTC")
+
+
+def relative(moment: datetime, now: datetime) -> str:
+    seconds = (moment - now).total_seconds()
+    return f"in {format_seconds(seconds)}" if seconds > 0 else f"{format_seconds(-seconds)} ago"
+
+
+def plural(n: int, word: str, words: str | None = None) -> str:
+    return f"{n} {word if n == 1 else (words or word + 's')}"
+
+
+def describe(lifetime: dict[str, Any]) -> str:
+    kind = lifetime["kind"]
+    if kind == UNREADABLE:
+        return "unknown (the data cannot be decoded)"
+    deadline = lifetime.get("deadline")
+    return Lifetime(
+        kind, seconds=lifetime.get("seconds"), deadline=datetime.fromisoformat(deadline) if deadline else None
+    ).describe()
+
+
+def row_summary(row, now: datetime) -> dict[str, Any]:
+    """What ``list`` shows of a row; the lifetime is read without verifying the signature."""
+    from sessctl.codec import decode_unverified
+    from sessctl.policy import lifetime_of
+
+    try:
+        lifetime = lifetime_of(decode_unverified(row.session_data)).to_json()
+    except Exception:  # any undecodable value, however malformed
+        lifetime = {"kind": UNREADABLE}
+    return {
+        "key": row.key,
+        "expire_date": iso(row.expire_date),
+        "expired": row.expired(now),
+        "lifetime": lifetime,
+        "size": len(row.session_data.encode("utf-8")),
+    }
+
+
+# -- JSON ---------------------------------------------------------------------
+
+
+def json_object(obj: Any) -> None:
+    click.echo(json.dumps(obj, indent=2))
+
+
+def json_array(items: Iterable[Any]) -> int:
+    """Stream a JSON array, one element per line, without holding the items; returns the count."""
+    count = 0
+    for item in items:
+        click.echo(("[\n" if count == 0 else ",\n") + json.dumps(item), nl=False)
+        count += 1
+    click.echo("\n]" if count else "[]")
+    return count
+
+
+# -- human output ----------------------------------------------------------
+
+
+def _may_be_terminal(stream, force_var: str) -> bool:
+    """Cheap check before importing rich: the stream is a TTY, or rich's environment forces one."""
+    import os
+
+    if os.environ.get(force_var) == "1" or os.environ.get("FORCE_COLOR"):
+        return True
+    try:
+        return stream.isatty()
+    except (AttributeError, ValueError):
+        return False
+
+
+def terminal():
+    """A rich console on stdout if it is a terminal, else None (plain text, and rich is not imported)."""
+    import sys
+
+    if not _may_be_terminal(sys.stdout, "TTY_COMPATIBLE"):
+        return None
+    from rich.console import Console
+
+    console = Console(markup=False, highlight=False, emoji=False)
+    return console if console.is_terminal else None
+
+
+def session_table(items: Iterator[dict[str, Any]], now: datetime) -> int:
+    console = terminal()
+    if console is None:
+        count = 0
+        for item in items:
+            if count == 0:
+                click.echo(f"{'KEY':<32}  {'EXPIRES (UTC)':<19}  {'RELATIVE':<14}  {'LIFETIME':<13}  SIZE")
+            exp = datetime.fromisoformat(item["expire_date"])
+            click.echo(
+                f"{item['key']:<32}  {exp.strftime('%Y-%m-%d %H:%M:%S')}  {relative(exp, now):<14}  "
+                f"{item['lifetime']['kind']:<13}  {item['size']}"
+            )
+            count += 1
+        return count
+    from rich.table import Table
+    from rich.text import Text
+
+    table = Table(box=None, header_style="bold", pad_edge=False)
+    for name in ("Key", "Expires (UTC)", "", "Lifetime", "Size"):
+        table.add_column(name, justify="right" if name in ("", "Size") else "left", no_wrap=True)
+    for item in items:
+        exp = datetime.fromisoformat(item["expire_date"])
+        style = "dim" if item["expired"] else ""
+        table.add_row(
+            Text(item["key"], style=style),
+            exp.strftime("%Y-%m-%d %H:%M:%S"),
+            Text(relative(exp, now), style="red" if item["expired"] else ""),
+            item["lifetime"]["kind"],
+            f"{item['size']:,}",
+        )
+    if table.row_count:
+        console.print(table)
+    return table.row_count
+
+
+def _status(info: dict[str, Any]) -> str:
+    return "EXPIRED" if info["expired"] else "active"
+
+
+def _fields(info: dict[str, Any], now: datetime | None) -> list[tuple[str, str]]:
+    fields = []
+    if "key" in info:
+        exp = datetime.fromisoformat(info["expire_date"])
+        fields += [
+            ("key", info["key"]),
+            ("status", _status(info)),
+            ("expires", f"{utc_text(exp)} ({relative(exp, now)})"),
+        ]
+    fields.append(("lifetime", describe(info["lifetime"])))
+    fields.append(("size", plural(info["size"], "byte")))
+    if info.get("signed_at"):
+        fields.append(("signed", utc_text(datetime.fromisoformat(info["signed_at"]))))
+    if info["data"] is None:
+        verified = "-"
+    elif info["verified"]:
+        verified = "yes"
+    else:
+        verified = "NO: the signature was not verified; do not trust this data"
+    fields.append(("verified", verified))
+    return fields
+
+
+def session_panel(info: dict[str, Any], now: datetime | None) -> None:
+    """One session (``show``) or one decoded value (``decode``)."""
+    fields = _fields(info, now)
+    data = info["data"]
+    body = "(not shown)" if data is None else json.dumps(data, indent=2, ensure_ascii=False)
+    console = terminal()
+    if console is None:
+        for name, value in fields:
+            click.echo(f"{name + ':':<10} {value}")
+        click.echo(f"{'data:':<10} {body}" if data is None else f"data:\n{body}")
+        return
+    from rich.console import Group
+    from rich.panel import Panel
+    from rich.table import Table
+    from rich.text import Text
+
+    grid = Table.grid(padding=(0, 2))
+    grid.add_column(style="bold")
+    grid.add_column()
+    for name, value in fields:
+        alarm = (name == "status" and value == "EXPIRED") or (name == "verified" and value.startswith("NO"))
+        grid.add_row(name, Text(value, style="bold red" if alarm else ""))
+    trusted = data is not None and info["verified"] and not info.get("expired")
+    title = Text(f"session {info['key']}" if "key" in info else "session data")
+    console.print(Panel(Group(grid, Text(""), Text(body)), title=title, title_align="left",
+                        border_style="green" if trusted else "red", expand=False))
+
+
+@contextlib.contextmanager
+def purge_progress(app, store, cutoff: datetime):
+    """Yield an ``on_batch`` callback that advances a progress bar, only when a person watches stderr."""
+    import sys
+
+    if app.quiet or not _may_be_terminal(sys.stderr, "TTY_INTERACTIVE"):
+        yield None
+        return
+    from rich.console import Console
+
+    err = Console(stderr=True, markup=False, highlight=False)
+    if not err.is_interactive:
+        yield None
+        return
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+    total = store.count_expired(cutoff)
+    columns = (TextColumn("purging expired sessions"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn())
+    with Progress(*columns, console=err, transient=True, disable=not err.is_interactive) as progress:
+        task = progress.add_task("purge", total=total)
+        yield lambda n: progress.advance(task, n)
+
+
+def active_breakdown(rows: Iterable, now: datetime) -> tuple[dict[str, int], list[dict[str, Any]]]:
+    """Count live rows by lifetime kind and by time left."""
+    kinds = dict.fromkeys(KINDS, 0)
+    buckets = [0] * len(HISTOGRAM)
+    for row in rows:
+        kinds[row_summary(row, now)["lifetime"]["kind"]] += 1
+        left = (row.expire_date - now).total_seconds()
+        index = next(i for i, (_, upto) in enumerate(HISTOGRAM) if upto is None or left <= upto)
+        buckets[index] += 1
+    histogram = [
+        {"label": label, "upto_seconds": upto, "count": n} for (label, upto), n in zip(HISTOGRAM, buckets)
+    ]
+    return kinds, histogram
+
+
+def stats_report(report: dict[str, Any]) -> None:
+    sections = [
+        ("sessions", [(name, report[name]) for name in ("total", "active", "expired")]),
+        ("lifetime (active)", list(report["by_kind"].items())),
+        ("expiring within", [(span, n) for span, n in report["expiring"].items()]),
+    ]
+    histogram = [(b["label"], b["count"]) for b in report["histogram"]]
+    peak = max((n for _, n in histogram), default=0) or 1
+    console = terminal()
+    if console is None:
+        for title, rows in sections:
+            click.echo(f"{title}:")
+            for name, n in rows:
+                click.echo(f"  {name:<15} {n}")
+        click.echo("expiry histogram (active):")
+        for label, n in histogram:
+            click.echo(f"  {label:<15} {n:<8} {'#' * round(30 * n / peak)}".rstrip())
+        return
+    from rich.columns import Columns
+    from rich.table import Table
+
+    tables = []
+    for title, rows in sections:
+        table = Table(title=title, show_header=False, title_justify="left", min_width=20)
+        table.add_column()
+        table.add_column(justify="right")
+        for name, n in rows:
+            table.add_row(name, f"{n:,}")
+        tables.append(table)
+    console.print(Columns(tables))
+    hist = Table(title="expiry of active sessions", show_header=False, title_justify="left", box=None)
+    hist.add_column()
+    hist.add_column(justify="right")
+    hist.add_column(style="cyan")
+    for label, n in histogram:
+        hist.add_row(label, f"{n:,}", "█" * round(40 * n / peak))
+    console.print(hist)

@@ -1,0 +1,83 @@
+"""Click parameter types: input is validated here, so bad usage exits 2 before any work."""
+
+from __future__ import annotations
+
+import re
+
+import click
+
+_UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800}
+_PART = re.compile(r"(\d+)([smhdw])")
+# 100 years: further than any cookie or database datetime needs to reach.
+MAX_DURATION = 100 * 365 * 86400
+
+
+def parse_duration(text: str) -> int:
+    """``3600``, ``90m``, ``2h``, ``7d``, ``1h30m`` -> seconds; ValueError on anything else."""
+    value = text.strip().lower()
+    if re.fullmatch(r"[+-]?\d+", value):
+        seconds = int(value)
+    elif value and _PART.sub("", value) == "":
+        seconds = sum(int(n) * _UNITS[unit] for n, unit in _PART.findall(value))
+    else:
+        raise ValueError(f"{text!r} is not a duration; use seconds (3600) or units like 90m, 2h, 7d, 1h30m")
+    if seconds <= 0:
+        raise ValueError(f"{text!r} is not a positive duration")
+    if seconds > MAX_DURATION:
+        raise ValueError(f"{text!r} is too long; the most is 100 years ({MAX_DURATION // 86400}d)")
+    return seconds
+
+
+class Duration(click.ParamType):
+    name = "duration"
+
+    def convert(self, value, param, ctx):
+        if isinstance(value, int) and not isinstance(value, bool):
+            value = str(value)
+        try:
+            return parse_duration(value)
+        except ValueError as exc:
+            self.fail(str(exc), param, ctx)
+
+
+class SessionKey(click.ParamType):
+    """A session key; completes from the database named by the global options."""
+
+    name = "key"
+
+    def convert(self, value, param, ctx):
+        key = value.strip()
+        if not key or len(key) > 40:
+            self.fail(f"{value!r} is not a session key (1 to 40 characters)", param, ctx)
+        return key
+
+    def shell_complete(self, ctx, param, incomplete):
+        # Runs on every TAB: it must never print, raise or hang for long.
+        try:
+            from click.shell_completion import CompletionItem
+
+            return [CompletionItem(k) for k in complete_keys(ctx.find_root().params, incomplete)]
+        except Exception:
+            return []
+
+
+def complete_keys(params: dict, incomplete: str, limit: int = 100) -> list[str]:
+    import os
+    import warnings
+
+    from sessctl.config import Settings
+    from sessctl.store import SessionStore, make_engine
+
+    # Completion never needs the secret, so a bad secret setting must not stop it.
+    environ = {k: v for k, v in os.environ.items() if not k.startswith("SESSCTL_SECRET_KEY")}
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        settings = Settings.load(
+            config=params.get("config"), environ=environ, database_url=params.get("db"), table=params.get("table")
+        )
+        store = SessionStore(settings, engine=make_engine(settings.database_url, timeout=1))
+        try:
+            store.check()  # never creates a missing SQLite file
+            return store.keys_with_prefix(incomplete, limit)
+        finally:
+            store.close()
