@@ -15,11 +15,13 @@ that nothing is ever lost or resurrected under concurrency:
 
 from __future__ import annotations
 
+import collections
 import contextlib
 import os
 import secrets
 import string
 import time
+import weakref
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from datetime import datetime, timedelta, timezone
@@ -42,6 +44,7 @@ KEY_LENGTH = 32
 MAX_KEY_ATTEMPTS = 10
 MAX_CAS_ATTEMPTS = 50
 UTC = timezone.utc
+MAX_IDLE = 32  # idle per-request connections kept per store
 
 
 def new_key() -> str:
@@ -208,6 +211,8 @@ class SessionStore:
         return self.clock()
 
     def close(self) -> None:
+        """Close every connection this store holds (the store can still be used after)."""
+        _drain(self.__dict__.get("_idle"))
         if self._engine is not None:
             self._engine.dispose()
 
@@ -220,31 +225,59 @@ class SessionStore:
 
     @contextlib.contextmanager
     def _raw(self) -> Iterator[Any]:
-        """A pooled DBAPI connection, for the per-request statements.
+        """A DBAPI connection for the per-request statements.
 
         The runtime's four statements (load, insert, swap, delete) skip
-        SQLAlchemy's statement compilation: they are fixed strings prepared
-        once per store, which makes a request several times cheaper.
+        SQLAlchemy's statement compilation and its pool: they are fixed
+        strings prepared once per store, run on connections kept in a
+        lock-free LIFO of idle ones (``deque.pop``/``append`` are atomic).
+        Each connection is made by the engine, so it has the engine's
+        settings (isolation level, SQLite pragmas). Every statement is
+        committed before the connection goes back, so an idle connection
+        never holds a transaction open.
         """
-        engine = self.engine
+        idle = self.__dict__.get("_idle")
+        if idle is None:
+            idle = self.__dict__.setdefault("_idle", collections.deque())
+            weakref.finalize(self, _drain, idle)  # a store dropped without close() closes them too
         try:
-            conn = engine.raw_connection()
-        except sa_exc.DBAPIError as exc:
-            raise self._translate(exc) from exc
+            conn = idle.pop()
+        except IndexError:
+            conn = self._new_raw()
         try:
             yield conn
-        except engine.dialect.loaded_dbapi.Error as exc:
+        except self._hot.dbapi_error as exc:
+            disconnect = self.engine.dialect.is_disconnect(exc, conn, None)
             try:
                 conn.rollback()
             except Exception:
-                conn.invalidate()
+                disconnect = True
+            if disconnect:
+                _close_quietly(conn)
+            elif len(idle) < MAX_IDLE:
+                idle.append(conn)
+            else:
+                _close_quietly(conn)
             wrapped = sa_exc.DBAPIError.instance(
-                None, None, exc, engine.dialect.loaded_dbapi.Error,
-                connection_invalidated=engine.dialect.is_disconnect(exc, conn.dbapi_connection, None),
+                None, None, exc, self._hot.dbapi_error, connection_invalidated=disconnect
             )
             raise self._translate(wrapped) from exc
-        finally:
-            conn.close()
+        except BaseException:
+            _close_quietly(conn)  # state unknown (e.g. KeyboardInterrupt mid-statement)
+            raise
+        else:
+            if len(idle) < MAX_IDLE:
+                idle.append(conn)
+            else:
+                conn.close()
+
+    def _new_raw(self) -> Any:
+        try:
+            proxied = self.engine.raw_connection()
+        except sa_exc.DBAPIError as exc:
+            raise self._translate(exc) from exc
+        proxied.detach()  # ours from now on: the engine's pool forgets it
+        return proxied.dbapi_connection
 
     @contextlib.contextmanager
     def _connect(self, *, write: bool = False) -> Iterator[Any]:
@@ -356,7 +389,7 @@ class SessionStore:
             cur = conn.cursor()
             try:
                 cur.execute(hot.insert, (key, session_data, hot.bind(expire_date)))
-            except self.engine.dialect.loaded_dbapi.IntegrityError:
+            except hot.integrity_error:
                 conn.rollback()
                 return False
             count = cur.rowcount
@@ -688,10 +721,12 @@ def _case(condition: Any, value: int) -> Any:
 class _HotPath:
     """The runtime's per-request SQL, as driver strings with driver-native values."""
 
-    __slots__ = ("load", "insert", "swap", "delete", "delete_if", "bind", "result")
+    __slots__ = ("load", "insert", "swap", "delete", "delete_if", "bind", "result", "dbapi_error", "integrity_error")
 
     def __init__(self, engine: Engine, table: str) -> None:
         dialect = engine.dialect
+        self.dbapi_error = dialect.loaded_dbapi.Error
+        self.integrity_error = dialect.loaded_dbapi.IntegrityError
         q = dialect.identifier_preparer.quote_identifier
         t, key, data, exp = q(table), q("session_key"), q("session_data"), q("expire_date")
         p = "?" if dialect.paramstyle == "qmark" else "%s"
@@ -713,3 +748,18 @@ class _HotPath:
         else:
             self.bind = lambda dt: dt.astimezone(UTC)
             self.result = lambda v: v.astimezone(UTC)
+
+
+def _close_quietly(conn: Any) -> None:
+    try:
+        conn.close()
+    except Exception:
+        pass
+
+
+def _drain(idle: Any) -> None:
+    while idle:
+        try:
+            _close_quietly(idle.pop())
+        except IndexError:
+            break
