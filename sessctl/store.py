@@ -45,6 +45,7 @@ MAX_KEY_ATTEMPTS = 10
 MAX_CAS_ATTEMPTS = 50
 UTC = timezone.utc
 MAX_IDLE = 32  # idle per-request connections kept per store
+BUSY_TIMEOUT = 10.0  # seconds a SQLite writer keeps retrying a locked database
 
 
 def new_key() -> str:
@@ -277,7 +278,10 @@ class SessionStore:
         except sa_exc.DBAPIError as exc:
             raise self._translate(exc) from exc
         proxied.detach()  # ours from now on: the engine's pool forgets it
-        return proxied.dbapi_connection
+        conn = proxied.dbapi_connection
+        if self._hot.retry_busy:
+            conn.execute("PRAGMA busy_timeout = 0")  # _run() waits in 1 ms steps instead
+        return conn
 
     @contextlib.contextmanager
     def _connect(self, *, write: bool = False) -> Iterator[Any]:
@@ -368,34 +372,53 @@ class SessionStore:
             ).first()
         return None if found is None else Row(key, found[0], found[1])
 
+    def _run(self, sql: str, params: tuple, *, fetch: bool = False) -> Any:
+        """Run one per-request statement in its own transaction; rowcount, or the row with ``fetch``.
+
+        On SQLite a writer that finds the database locked (a purge batch,
+        another app write) retries every millisecond rather than through
+        SQLite's busy handler, whose sleeps grow to 25-100 ms and keep
+        missing the short gaps between purge batches.
+        """
+        hot = self._hot
+        deadline = None
+        while True:
+            with self._raw() as conn:
+                cur = conn.cursor()
+                try:
+                    cur.execute(sql, params)
+                except hot.operational_error as exc:
+                    if not hot.retry_busy or "locked" not in str(exc):
+                        raise
+                    conn.rollback()
+                    now = time.monotonic()
+                    deadline = deadline or now + BUSY_TIMEOUT
+                    if now > deadline:
+                        raise
+                    time.sleep(0.001)
+                    continue
+                result = cur.fetchone() if fetch else cur.rowcount
+                cur.close()
+                conn.commit()  # also ends a read's transaction, so an idle connection holds none
+                return result
+
     def load_row(self, key: str, now: datetime | None = None) -> Row | None:
         """The row for ``key`` if it is live (``expire_date > now``), else None."""
         if not valid_key(key):
             return None
-        now = self.now() if now is None else now
         hot = self._hot
-        with self._raw() as conn:
-            cur = conn.cursor()
-            cur.execute(hot.load, (key, hot.bind(now)))
-            found = cur.fetchone()
-            cur.close()
-            conn.commit()  # end the read transaction; cheap, and keeps the pool clean
+        found = self._run(hot.load, (key, hot.bind(self.now() if now is None else now)), fetch=True)
         return None if found is None else Row(key, found[0], hot.result(found[1]))
 
     def insert_row(self, key: str, session_data: str, expire_date: datetime) -> bool:
         """INSERT a new row; False if the key is already taken (never overwrites)."""
         hot = self._hot
-        with self._raw() as conn:
-            cur = conn.cursor()
-            try:
-                cur.execute(hot.insert, (key, session_data, hot.bind(expire_date)))
-            except hot.integrity_error:
-                conn.rollback()
-                return False
-            count = cur.rowcount
-            cur.close()
-            conn.commit()
-        return count == 1
+        try:
+            return self._run(hot.insert, (key, session_data, hot.bind(expire_date))) == 1
+        except StoreError as err:
+            if isinstance(err.__cause__, hot.integrity_error):
+                return False  # MySQL/MariaDB: a duplicate key (the others say DO NOTHING)
+            raise
 
     def create_row(self, session_data: str | Callable[[str], str], expire_date: datetime) -> str:
         """Insert under a fresh random key and return it.
@@ -412,27 +435,14 @@ class SessionStore:
     def swap_row(self, old: Row, session_data: str, expire_date: datetime) -> bool:
         """Compare-and-swap: rewrite the row only if it still holds ``old.session_data``."""
         hot = self._hot
-        with self._raw() as conn:
-            cur = conn.cursor()
-            cur.execute(hot.swap, (session_data, hot.bind(expire_date), old.key, old.session_data))
-            count = cur.rowcount
-            cur.close()
-            conn.commit()
-        return count == 1
+        return self._run(hot.swap, (session_data, hot.bind(expire_date), old.key, old.session_data)) == 1
 
     def delete_row(self, key: str, *, only_if: Row | None = None) -> bool:
         """Delete one row; with ``only_if``, only while it still holds that data."""
         hot = self._hot
-        with self._raw() as conn:
-            cur = conn.cursor()
-            if only_if is None:
-                cur.execute(hot.delete, (key,))
-            else:
-                cur.execute(hot.delete_if, (key, only_if.session_data))
-            count = cur.rowcount
-            cur.close()
-            conn.commit()
-        return count == 1
+        if only_if is None:
+            return self._run(hot.delete, (key,)) == 1
+        return self._run(hot.delete_if, (key, only_if.session_data)) == 1
 
     # -- session-level operations (decode, policy, encode) -------------------
 
@@ -721,12 +731,17 @@ def _case(condition: Any, value: int) -> Any:
 class _HotPath:
     """The runtime's per-request SQL, as driver strings with driver-native values."""
 
-    __slots__ = ("load", "insert", "swap", "delete", "delete_if", "bind", "result", "dbapi_error", "integrity_error")
+    __slots__ = (
+        "load", "insert", "swap", "delete", "delete_if", "bind", "result",
+        "dbapi_error", "integrity_error", "operational_error", "retry_busy",
+    )
 
     def __init__(self, engine: Engine, table: str) -> None:
         dialect = engine.dialect
         self.dbapi_error = dialect.loaded_dbapi.Error
         self.integrity_error = dialect.loaded_dbapi.IntegrityError
+        self.operational_error = dialect.loaded_dbapi.OperationalError
+        self.retry_busy = dialect.name == "sqlite"
         q = dialect.identifier_preparer.quote_identifier
         t, key, data, exp = q(table), q("session_key"), q("session_data"), q("expire_date")
         p = "?" if dialect.paramstyle == "qmark" else "%s"
