@@ -46,6 +46,10 @@ MAX_CAS_ATTEMPTS = 50
 UTC = timezone.utc
 MAX_IDLE = 32  # idle per-request connections kept per store
 BUSY_TIMEOUT = 10.0  # seconds a SQLite writer keeps retrying a locked database
+# Purge batch sizing: how long one batch should hold its locks, per dialect.
+BATCH_SECONDS = {"sqlite": 0.02, "postgresql": 0.25, "mysql": 0.1, "mariadb": 0.1}
+BATCH_PAUSE = {"sqlite": 0.002}
+FIRST_BATCH, MIN_BATCH, MAX_BATCH = 500, 50, 50_000
 
 
 def new_key() -> str:
@@ -628,35 +632,52 @@ class SessionStore:
     def purge_expired(
         self,
         *,
-        batch_size: int = 1000,
+        batch_size: int | None = None,
         max_seconds: float | None = None,
         cutoff: datetime | None = None,
         on_batch: Callable[[int], None] | None = None,
     ) -> PurgeResult:
         """Delete rows whose ``expire_date`` is before ``cutoff`` (default: now), batch by batch.
 
-        Each batch is its own short transaction, so the purge may be killed at
-        any moment and re-run. ``max_seconds`` stops cleanly after that budget
-        (``complete`` is then False).
+        Each batch is its own short transaction whose DELETE re-checks
+        ``expire_date < cutoff``, so a session refreshed meanwhile survives
+        and the purge may be killed at any moment and re-run. Without
+        ``batch_size`` the batches are sized to last about
+        ``BATCH_SECONDS[dialect]``: short on SQLite, where a batch holds the
+        only write lock and the app waits for it; longer elsewhere, where
+        it locks only the rows it deletes. ``max_seconds`` stops cleanly after
+        that budget (``complete`` is then False, ``remaining`` says how many
+        expired rows are left).
         """
-        if batch_size <= 0:
+        if batch_size is not None and batch_size <= 0:
             raise ValueError("batch_size must be positive")
         cutoff = self.now() if cutoff is None else cutoff
+        target = BATCH_SECONDS.get(self.dialect, 0.1)
+        pause = BATCH_PAUSE.get(self.dialect, 0.0)
+        size = batch_size or FIRST_BATCH
         result = PurgeResult(cutoff=cutoff)
         start = time.monotonic()
         while True:
+            began = time.monotonic()
             with self._connect(write=True) as conn:
-                deleted = self._batch_delete(conn, cutoff, batch_size)
+                deleted = self._batch_delete(conn, cutoff, size)
+            took = time.monotonic() - began
             result.batches += 1
             result.deleted += deleted
             if on_batch is not None and deleted:
                 on_batch(deleted)
-            if deleted < batch_size:
+            if deleted < size:
                 break
             if max_seconds is not None and time.monotonic() - start >= max_seconds:
                 result.complete = False
                 result.remaining = self.count_expired(cutoff)
                 break
+            if batch_size is None:
+                # Aim the next batch at the target duration, changing by at most 4x at a time.
+                rate = deleted / max(took, 1e-4)
+                size = int(min(max(rate * target, size / 4, MIN_BATCH), size * 4, MAX_BATCH))
+            if pause:
+                time.sleep(pause)  # a gap for the app's writers (SQLite has one write lock)
         result.seconds = time.monotonic() - start
         return result
 
