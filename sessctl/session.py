@@ -51,7 +51,13 @@ class Session(MutableMapping):
 
     @property
     def session_key(self) -> str | None:
-        """The key this session will be saved under (None for a new session not yet saved)."""
+        """The session's key: None until a new session is saved.
+
+        Reading it loads the session first, so a key a client merely sent is
+        never reported as the session's (it could be an attacker's choice).
+        """
+        if self._data is None:
+            self._session  # noqa: B018 - load (and verify) before answering
         return self._key
 
     @property
