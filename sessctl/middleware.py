@@ -101,9 +101,14 @@ class SessionMiddleware:
         session = Session(self.store, cookie)
         environ[ENVIRON_KEY] = session
 
+        finished = False
+
         def session_start_response(status: str, headers: list[tuple[str, str]], exc_info: Any = None):
+            nonlocal finished
             headers = list(headers)
-            self.finish(session, cookie is not None, status, headers)
+            if not finished:  # an error page sent after a first start_response saves nothing more
+                finished = True
+                self.finish(session, cookie is not None, status, headers)
             return start_response(status, headers, exc_info)
 
         return self.app(environ, session_start_response)
