@@ -39,6 +39,10 @@ class Session(MutableMapping):
         self._row: Row | None = None
         self._old_row: Row | None = None  # to delete once a cycled key is saved
         self._fresh_key = False  # True once cycle_key() drew a key of our own
+        # With defer_deletes, flush() only notes the rows to delete; the
+        # response (delete_pending) deletes them, e.g. off an event loop.
+        self.defer_deletes = False
+        self.pending_deletes: list[str] = []
         self.accessed = False
         self.modified = False
         self.expiry: policy.Expiry | None = None  # set by save()
@@ -63,6 +67,11 @@ class Session(MutableMapping):
     @property
     def is_loaded(self) -> bool:
         return self._data is not None
+
+    def preload(self) -> None:
+        """Load now (one query if there is a key) without counting as an access."""
+        if self._data is None:
+            self._data = self._load()
 
     @property
     def _session(self) -> dict[str, Any]:
@@ -234,16 +243,22 @@ class Session(MutableMapping):
         """Drop the data and the key, and delete the stored row (call on logout)."""
         self._data = {}
         self.accessed = self.modified = True
-        for row in (self._row, self._old_row):
-            if row is not None:
-                self._store.delete_row(row.key)
-        if self._row is None and self._key is not None and self._old_row is None:
-            self._store.delete_row(self._key)  # a key never loaded: delete it blind
+        doomed = [row.key for row in (self._row, self._old_row) if row is not None]
+        if not doomed and self._key is not None and not self._fresh_key:
+            doomed.append(self._key)  # a key never loaded: delete it blind
+        self.pending_deletes.extend(doomed)
+        if not self.defer_deletes:
+            self.delete_pending()
         self._row = self._old_row = None
         self._key = None
         self._fresh_key = False
 
     # -- saving --------------------------------------------------------------
+
+    def delete_pending(self) -> None:
+        """Delete the rows a deferred ``flush()`` dropped."""
+        while self.pending_deletes:
+            self._store.delete_row(self.pending_deletes.pop())
 
     def save(self) -> str | None:
         """Write the session; returns its key, or None if it was empty (and is now gone).

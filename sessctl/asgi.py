@@ -1,0 +1,147 @@
+"""ASGI middleware for Starlette and FastAPI: ``request.session`` stored by sessctl.
+
+::
+
+    from fastapi import FastAPI, Request
+    from sessctl import Settings
+    from sessctl.asgi import SessionMiddleware
+
+    app = FastAPI()
+    app.add_middleware(SessionMiddleware, settings=Settings.load())
+
+    @app.post("/login")
+    async def login(request: Request):
+        request.session.cycle_key()
+        request.session["user"] = "alice"
+        request.session.set_life(8 * 3600)
+
+The session is at ``scope["session"]`` (where Starlette's ``request.session``
+and ``websocket.session`` look), with the whole sessctl API. The response
+follows the WSGI :class:`~sessctl.middleware.SessionMiddleware`'s rules (the
+same code decides them).
+
+No store call runs on the event loop:
+
+* a request that carries a well-formed session cookie has its session loaded
+  in a worker thread *before* the app is called (one SELECT, even if the
+  endpoint never reads it), so ``request.session[...]`` never queries. A
+  request without one costs no query at all;
+* the save (or delete) runs in a worker thread when the app sends
+  ``http.response.start``, which goes out once the cookie is known;
+* ``flush()`` deletes the row from that same thread, before the response
+  starts (and even if the app then fails, as in the WSGI middleware).
+
+Worker threads are asyncio's (``asyncio.to_thread``); under another event
+loop (trio, through anyio) anyio's. A websocket gets its session loaded, but
+changes made during the connection are not saved (no cookie can be sent once
+the handshake is done). Other scopes (lifespan) pass through untouched.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Awaitable, Callable, MutableMapping
+from typing import Any, TypeVar
+
+from .config import Settings
+from .middleware import CookieRules, parse_cookie
+from .session import Session
+from .store import SessionStore, valid_key
+
+__all__ = ["ASGISession", "SessionMiddleware"]
+
+Scope = MutableMapping[str, Any]
+Message = MutableMapping[str, Any]
+Receive = Callable[[], Awaitable[Message]]
+Send = Callable[[Message], Awaitable[None]]
+ASGIApp = Callable[[Scope, Receive, Send], Awaitable[None]]
+T = TypeVar("T")
+
+
+async def run_sync(fn: Callable[[], T]) -> T:
+    """Run ``fn`` in a worker thread, off the event loop."""
+    try:
+        asyncio.get_running_loop()
+    except RuntimeError:  # not asyncio: trio through anyio, Starlette's own dependency
+        from anyio.to_thread import run_sync as anyio_run_sync
+
+        return await anyio_run_sync(fn)
+    return await asyncio.to_thread(fn)
+
+
+class ASGISession(Session):
+    """A :class:`~sessctl.session.Session` whose ``flush()`` leaves the deletes to the middleware (off the loop)."""
+
+    def __init__(self, store: SessionStore, key: str | None = None) -> None:
+        super().__init__(store, key)
+        self.defer_deletes = True
+
+
+class SessionMiddleware:
+    """Give each HTTP request (and websocket) a session at ``scope["session"]``.
+
+    ``SessionMiddleware(app, settings)``, or pass a ready ``store=`` to share
+    one between apps; with Starlette/FastAPI,
+    ``app.add_middleware(SessionMiddleware, settings=...)``.
+    """
+
+    def __init__(self, app: ASGIApp, settings: Settings | None = None, *, store: SessionStore | None = None) -> None:
+        if store is None:
+            if settings is None:
+                raise TypeError("SessionMiddleware needs settings (or a store)")
+            store = SessionStore(settings)
+        store.codec  # no secret key: fail now, not on the first request
+        self.app = app
+        self.store = store
+        self.settings = store.settings
+        self.rules = CookieRules(store.settings)
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        kind = scope["type"]
+        if kind not in ("http", "websocket"):
+            await self.app(scope, receive, send)
+            return
+        cookie = parse_cookie(_cookie_header(scope), self.settings.cookie_name)
+        session = ASGISession(self.store, cookie)
+        scope["session"] = session
+        if valid_key(cookie):  # a well-formed key: load it off the loop (a malformed one is never looked up)
+            await run_sync(session.preload)
+        try:
+            if kind == "websocket":
+                await self.app(scope, receive, send)
+                return
+            had_cookie = cookie is not None
+            started = False
+
+            async def send_with_session(message: Message) -> None:
+                nonlocal started
+                if message["type"] == "http.response.start" and not started:
+                    started = True
+                    message = await self._finish(session, had_cookie, message)
+                await send(message)
+
+            await self.app(scope, receive, send_with_session)
+        finally:
+            if session.pending_deletes:  # flushed, and the response never started
+                await run_sync(session.delete_pending)
+
+    async def _finish(self, session: ASGISession, had_cookie: bool, message: Message) -> Message:
+        if not self.rules.needs_work(session, had_cookie):
+            return message  # untouched: no header, no query
+        headers = [(k.decode("latin-1"), v.decode("latin-1")) for k, v in message.get("headers", ())]
+        status = str(message["status"])
+
+        def finish() -> None:
+            self.rules.finish(session, had_cookie, status, headers)
+
+        every = self.settings.save_every_request
+        if session.modified or every or session.pending_deletes or not session.is_loaded:
+            await run_sync(finish)  # a save or a delete
+        else:
+            finish()  # read only: headers alone, no query
+        return {**message, "headers": [(k.lower().encode("latin-1"), v.encode("latin-1")) for k, v in headers]}
+
+
+def _cookie_header(scope: Scope) -> str:
+    values = [v.decode("latin-1") for k, v in scope.get("headers", ()) if k.lower() == b"cookie"]
+    return "; ".join(values)
