@@ -720,6 +720,41 @@ class SessionStore:
                 return
             step = int(min(max(step * target / max(took, 1e-4), step / 4, 8), step * 4, 1 << 20))
 
+    def _walk_rowids(self, cutoff, target, max_seconds, on_batch, result, start) -> None:
+        """SQLite: delete the expired rows of one rowid range at a time.
+
+        Rowid order is the table's storage order, so a batch rewrites a run
+        of neighbouring table pages (the indexes are touched at random
+        whatever the order). Batches are short, with a gap after each, since
+        each holds SQLite's one write lock while the app waits.
+        """
+        t = self.table
+        q = self.engine.dialect.identifier_preparer.quote_identifier
+        name, exp = q(self.settings.table), q("expire_date")
+        with self._connect() as conn:
+            top = conn.execute(text(f"SELECT max(rowid) FROM {name}")).scalar() or 0
+        stmt = text(f"DELETE FROM {name} WHERE rowid >= :lo AND rowid < :hi AND {exp} < :cutoff").bindparams(
+            bindparam("cutoff", type_=t.c.expire_date.type)
+        )
+        pause = BATCH_PAUSE.get("sqlite", 0.0)
+        pos, step = 0, 1000
+        while pos <= top:
+            began = time.monotonic()
+            with self._connect(write=True) as conn:
+                deleted = conn.execute(stmt, {"lo": pos, "hi": pos + step, "cutoff": cutoff}).rowcount
+            took = time.monotonic() - began
+            pos += step
+            result.batches += 1
+            result.deleted += deleted
+            if on_batch is not None and deleted:
+                on_batch(deleted)
+            if pos <= top and max_seconds is not None and time.monotonic() - start >= max_seconds:
+                result.complete = False
+                result.remaining = self.count_expired(cutoff)
+                return
+            step = int(min(max(step * target / max(took, 1e-4), step / 4, 50), step * 4, 1 << 22))
+            time.sleep(pause)  # a gap for the app's writers
+
     def _walk_keys(self, cutoff, target, max_seconds, on_batch, result, start) -> None:
         """MySQL/MariaDB: delete the expired rows of one primary-key range at a time.
 
@@ -875,6 +910,7 @@ def _drain(idle: Any) -> None:
 
 # Dialects whose adaptive purge walks the table in storage order.
 _WALKS = {
+    "sqlite": SessionStore._walk_rowids,
     "postgresql": SessionStore._walk_heap,
     "mysql": SessionStore._walk_keys,
     "mariadb": SessionStore._walk_keys,
