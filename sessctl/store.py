@@ -694,6 +694,9 @@ class SessionStore:
             if on_batch is not None and deleted:
                 on_batch(deleted)
             if deleted < size:
+                if self.dialect == "postgresql":  # SKIP LOCKED may have passed rows by
+                    result.remaining = self.count_expired(cutoff)
+                    result.complete = result.remaining == 0
                 break
             if max_seconds is not None and time.monotonic() - start >= max_seconds:
                 result.complete = False
