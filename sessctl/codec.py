@@ -88,13 +88,15 @@ def dumps_json(data: Mapping[str, Any]) -> bytes:
     """
     try:
         return json.dumps(data, separators=(",", ":")).encode("latin-1")
-    except (TypeError, ValueError):
+    except (TypeError, ValueError, RecursionError):
         pass
     for key, value in data.items():
         if not isinstance(key, str):
             raise TypeError(f"session key {key!r} is not a string; session keys must be strings")
         try:
             json.dumps(value)
+        except RecursionError:
+            raise TypeError(f"session value for key {key!r} is nested too deeply for JSON") from None
         except (TypeError, ValueError) as exc:
             raise TypeError(
                 f"session value for key {key!r} is not JSON serializable ({type(value).__name__}): {exc}"
@@ -117,6 +119,8 @@ def _loads_payload(payload: str) -> dict[str, Any]:
         data = json.loads(raw.decode("latin-1"))
     except ValueError as exc:
         raise CodecError(f"payload is not valid JSON: {exc}") from exc
+    except RecursionError:
+        raise CodecError("payload is nested too deeply") from None
     if not isinstance(data, dict):
         raise CodecError(f"payload is a JSON {type(data).__name__}, not an object")
     return data

@@ -45,6 +45,7 @@ MAX_KEY_ATTEMPTS = 10
 MAX_CAS_ATTEMPTS = 50
 UTC = timezone.utc
 MAX_IDLE = 32  # idle per-request connections kept per store
+DEADLOCK_RETRIES = 5
 BUSY_TIMEOUT = 10.0  # seconds a SQLite writer keeps retrying a locked database
 # Purge batch sizing: how long one batch should hold its locks, per dialect.
 BATCH_SECONDS = {"sqlite": 0.02, "postgresql": 0.25, "mysql": 0.1, "mariadb": 0.1}
@@ -312,6 +313,8 @@ class SessionStore:
             return StoreError(f"the database is read-only ({msg}); check the file's permissions")
         if "disk is full" in low or "no space" in low:
             return StoreError(f"the disk is full ({msg}); free space and re-run")
+        if _is_deadlock(orig):
+            return Conflict(f"the database chose this statement as a deadlock victim ({msg}); try again")
         if isinstance(exc, sa_exc.OperationalError) or exc.connection_invalidated:
             if "locked" in low:
                 return StoreError(f"the database is locked by another writer ({msg}); try again")
@@ -392,7 +395,8 @@ class SessionStore:
                 try:
                     cur.execute(sql, params)
                 except hot.operational_error as exc:
-                    if not hot.retry_busy or "locked" not in str(exc):
+                    busy = hot.retry_busy and "locked" in str(exc)
+                    if not busy and not _is_deadlock(exc):
                         raise
                     conn.rollback()
                     now = time.monotonic()
@@ -627,7 +631,7 @@ class SessionStore:
 
     # -- purge ---------------------------------------------------------------------
 
-    def _batch_delete(self, conn: Any, cutoff: datetime, batch_size: int) -> int:
+    def _batch_delete(self, conn: Any, cutoff: datetime, batch_size: int) -> tuple[int, bool]:
         """Delete up to ``batch_size`` rows expired before ``cutoff``; the DELETE re-checks expiry."""
         t = self.table
         q = self.engine.dialect.identifier_preparer.quote
@@ -645,12 +649,23 @@ class SessionStore:
                 f"ORDER BY {exp} LIMIT :n FOR UPDATE SKIP LOCKED)) AND {exp} < :cutoff"
             )
         elif self.dialect in ("mysql", "mariadb"):
-            sql = f"DELETE FROM {name} WHERE {exp} < :cutoff ORDER BY {exp} LIMIT :n"
+            # Find the keys first, then delete by key: a DELETE that walks the
+            # expire_date index locks index-then-row, the app's UPDATE by key
+            # row-then-index, and InnoDB deadlocks on the opposite orders.
+            keys = [k for (k,) in conn.execute(
+                select(t.c.session_key).where(t.c.expire_date < cutoff).order_by(t.c.expire_date).limit(batch_size)
+            )]
+            if not keys:
+                return 0, False
+            deleted = conn.execute(delete(t).where(t.c.session_key.in_(keys), t.c.expire_date < cutoff)).rowcount
+            return deleted, len(keys) == batch_size
         else:
             keys = select(t.c.session_key).where(t.c.expire_date < cutoff).limit(batch_size).scalar_subquery()
             stmt = delete(t).where(t.c.session_key.in_(keys), t.c.expire_date < cutoff)
-            return conn.execute(stmt).rowcount
-        return conn.execute(text(sql).bindparams(*typed), params).rowcount
+            deleted = conn.execute(stmt).rowcount
+            return deleted, deleted == batch_size
+        deleted = conn.execute(text(sql).bindparams(*typed), params).rowcount
+        return deleted, deleted == batch_size
 
     def purge_expired(
         self,
@@ -686,14 +701,13 @@ class SessionStore:
             return result
         while True:
             began = time.monotonic()
-            with self._connect(write=True) as conn:
-                deleted = self._batch_delete(conn, cutoff, size)
+            deleted, full = self._retrying(lambda: self._batch(cutoff, size))
             took = time.monotonic() - began
             result.batches += 1
             result.deleted += deleted
             if on_batch is not None and deleted:
                 on_batch(deleted)
-            if deleted < size:
+            if not full:
                 if self.dialect == "postgresql":  # SKIP LOCKED may have passed rows by
                     result.remaining = self.count_expired(cutoff)
                     result.complete = result.remaining == 0
@@ -710,6 +724,25 @@ class SessionStore:
                 time.sleep(pause)  # a gap for the app's writers (SQLite has one write lock)
         result.seconds = time.monotonic() - start
         return result
+
+    def _exec_count(self, stmt: Any, params: dict | None = None) -> int:
+        with self._connect(write=True) as conn:
+            return conn.execute(stmt, params or {}).rowcount
+
+    def _batch(self, cutoff: datetime, size: int) -> tuple[int, bool]:
+        with self._connect(write=True) as conn:
+            return self._batch_delete(conn, cutoff, size)
+
+    def _retrying(self, work: Callable[[], Any]) -> Any:
+        """Run one purge batch, again after a deadlock or lock timeout (its transaction was rolled back)."""
+        for attempt in range(DEADLOCK_RETRIES):
+            try:
+                return work()
+            except StoreError as err:
+                if attempt + 1 == DEADLOCK_RETRIES or not _is_deadlock(err.__cause__):
+                    raise
+                time.sleep(0.005 * (attempt + 1))
+        raise AssertionError("unreachable")
 
     def _walk_heap(self, cutoff, target, max_seconds, on_batch, result, start) -> None:
         """PostgreSQL: delete the expired rows of one range of heap pages at a time.
@@ -732,8 +765,8 @@ class SessionStore:
         pos, step = 0, 64
         while pos < pages:
             began = time.monotonic()
-            with self._connect(write=True) as conn:
-                deleted = conn.execute(stmt, {"lo": f"({pos},0)", "hi": f"({pos + step},0)", "cutoff": cutoff}).rowcount
+            deleted = self._retrying(lambda: self._exec_count(
+                stmt, {"lo": f"({pos},0)", "hi": f"({pos + step},0)", "cutoff": cutoff}))
             took = time.monotonic() - began
             pos += step
             result.batches += 1
@@ -766,8 +799,7 @@ class SessionStore:
         pos, step = 0, 1000
         while pos <= top:
             began = time.monotonic()
-            with self._connect(write=True) as conn:
-                deleted = conn.execute(stmt, {"lo": pos, "hi": pos + step, "cutoff": cutoff}).rowcount
+            deleted = self._retrying(lambda: self._exec_count(stmt, {"lo": pos, "hi": pos + step, "cutoff": cutoff}))
             took = time.monotonic() - began
             pos += step
             result.batches += 1
@@ -798,8 +830,7 @@ class SessionStore:
                     select(key).where(key > last).order_by(key).limit(1).offset(step - 1)
                 ).scalar()
             cond = [key > last, exp < cutoff] + ([key <= bound] if bound is not None else [])
-            with self._connect(write=True) as conn:
-                deleted = conn.execute(delete(t).where(*cond)).rowcount
+            deleted = self._retrying(lambda: self._exec_count(delete(t).where(*cond)))
             took = time.monotonic() - began
             result.batches += 1
             result.deleted += deleted
@@ -941,3 +972,12 @@ _WALKS = {
     "mysql": SessionStore._walk_keys,
     "mariadb": SessionStore._walk_keys,
 }
+
+
+def _is_deadlock(exc: BaseException | None) -> bool:
+    """A deadlock or lock-wait timeout: the statement's transaction was rolled back, retrying is safe."""
+    orig = getattr(exc, "orig", exc)
+    if getattr(orig, "sqlstate", None) in ("40P01", "40001", "55P03"):
+        return True
+    args = getattr(orig, "args", ())
+    return bool(args) and args[0] in (1213, 1205)

@@ -287,6 +287,69 @@ def test_set_life_idle(store, run):
     assert info["lifetime"] == {"kind": "idle", "seconds": 1800}
 
 
+@pytest.mark.parametrize(
+    ("args", "expiry", "idle"),
+    [
+        (["30m", "--idle"], 1800, None),  # the SPEC's form: DURATION is an idle timeout
+        (["--idle", "{key}", "30m"], 1800, None),  # the bare flag first, before KEY
+        (["--idle", "30m"], 1800, None),  # the value went to --idle: still an idle timeout
+        (["8h", "--idle", "30m"], "deadline", 1800),  # both limits
+        (["--idle=30m", "8h"], "deadline", 1800),
+        (["8h", "--idle", "--", "1800"], "bad usage", None),
+    ],
+)
+def test_set_life_idle_forms(store, run, args, expiry, idle):
+    from sessctl.policy import IDLE_KEY
+
+    key = store.save(None, {"user": 1})
+    if expiry == "bad usage":
+        # `--idle --` is the bare flag, so 1800 is one argument too many.
+        r = run("set-life", key, *args)
+        assert r.exit_code == 2, r.output
+        return
+    if "{key}" in args:
+        ok(run("set-life", *[a.format(key=key) for a in args]))
+    else:
+        ok(run("set-life", key, *args))
+    data = store.codec.decode(store.get_row(key).session_data)
+    if expiry == "deadline":
+        deadline = datetime.fromisoformat(data[EXPIRY_KEY])
+        assert close_to(deadline, store.now() + timedelta(hours=8))
+        assert close_to(store.get_row(key).expire_date, store.now() + timedelta(seconds=idle))
+    else:
+        assert data[EXPIRY_KEY] == expiry
+    assert data.get(IDLE_KEY) == idle
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        ([], "Missing argument 'DURATION'"),
+        (["--idle"], "Missing argument 'DURATION'"),
+        (["8h", "--idle", "0"], "Invalid value for '--idle'"),
+        (["8h", "--idle", "90x"], "unexpected extra argument (90x)"),  # not a duration: the bare flag
+    ],
+)
+def test_set_life_idle_usage_errors(store, run, args, message):
+    key = store.save(None, {"user": 1})
+    before = store.get_row(key)
+    r = run("set-life", key, *args)
+    assert r.exit_code == 2 and message in r.stderr, r.output
+    assert store.get_row(key) == before
+
+
+def test_lifetime_with_both_limits_is_shown_everywhere(store, run):
+    key = store.save(None, {"user": 1})
+    ok(run("set-life", key, "8h", "--idle", "30m"))
+    assert "or after 30m idle" in ok(run("show", key)).stdout
+    line = next(line for line in ok(run("list")).stdout.splitlines() if line.startswith(key))
+    assert "absolute+idle" in line and ("in 30m" in line or "in 29m" in line)
+    info = json.loads(ok(run("show", key, "--json")).stdout)
+    assert info["lifetime"]["idle_seconds"] == 1800 and info["lifetime"]["kind"] == "absolute"
+    report = json.loads(ok(run("stats", "--json")).stdout)
+    assert report["by_kind"]["absolute"] == 1 and report["absolute_with_idle"] == 1
+
+
 def test_till_browser_close_and_reset_life(store, run):
     key = store.save(None, {"user": 1, EXPIRY_KEY: 60})
     assert close_to(store.get_row(key).expire_date, store.now() + timedelta(seconds=60))
@@ -381,6 +444,22 @@ def test_purge_progress_on_a_terminal(store, run):
     assert rows(store) == {}
 
 
+def test_purge_exits_0_when_another_purge_holds_the_lock(store, run):
+    old = add_expired(store)
+    with store.exclusive("purge") as got:
+        assert got
+        for args in (["purge", "--expired"], ["purge", "--all", "--yes"]):
+            r = ok(run(*args))
+            assert r.stdout == ""
+            assert r.stderr == "another purge is running on this table; exiting (pass --wait to wait for it instead)\n"
+        report = json.loads(ok(run("purge", "--expired", "--json")).stdout)
+        assert report["skipped"] == "another purge is running on this table; exiting" and report["deleted"] == 0
+        # A dry run deletes nothing, so it takes no lock.
+        assert json.loads(ok(run("purge", "--expired", "--dry-run", "--json")).stdout)["would_delete"] == 1
+        assert old in rows(store)
+    assert "deleted 1 expired session" in ok(run("purge", "--expired")).stderr
+
+
 def test_purge_all(store, run):
     store.save(None, {"n": 1})
     add_expired(store)
@@ -413,6 +492,7 @@ def test_stats_json(store, run):
     report = json.loads(ok(run("stats", "--json", secret=None)).stdout)
     assert (report["total"], report["active"], report["expired"]) == (6, 5, 1)
     assert report["by_kind"] == {"default": 1, "browser_close": 1, "absolute": 1, "idle": 1, "unreadable": 1}
+    assert report["absolute_with_idle"] == 0
     assert report["expiring"] == {"1h": 1, "1d": 2, "7d": 3}
     assert sum(b["count"] for b in report["histogram"]) == 5
     assert {b["label"]: b["count"] for b in report["histogram"]}["<1h"] == 1

@@ -2,11 +2,47 @@
 
 from __future__ import annotations
 
+import logging
 import re
 import sys
 from functools import cached_property
 
 import click
+
+# SQLAlchemy logs some failures itself (a pool that cannot roll back a connection the
+# database dropped logs "Exception during reset" with a traceback). Python's last-resort
+# handler would print that on stderr next to our one `Error: ...` line: without --debug,
+# the library's own log records go nowhere (the error still reaches the user, once).
+_QUIET_LIBRARY_LOGS = logging.NullHandler()
+# Likewise a driver whose connection died mid-query may fail again when the interpreter
+# finalises its cursor (PyMySQL's SSCursor/MySQLResult.__del__ read from the closed socket):
+# Python prints that as "Exception ignored in ..." with a traceback, after our error line.
+# Only that: errors (never warnings, so leaks still show) raised in PyMySQL's finalizers.
+_quiet = {"drivers": True, "hooked": False}
+
+
+def _quiet_driver_finalizers(quiet: bool) -> None:
+    _quiet["drivers"] = quiet
+    if _quiet["hooked"]:
+        return
+    previous = sys.unraisablehook
+
+    def hook(unraisable) -> None:
+        where = unraisable.object
+        module = getattr(where, "__module__", None) or type(where).__module__ or ""
+        noise = (
+            module.split(".")[0] == "pymysql"
+            and unraisable.exc_type is not None
+            and not issubclass(unraisable.exc_type, Warning)
+            and (issubclass(unraisable.exc_type, (AttributeError, OSError))
+                 or unraisable.exc_type.__module__.startswith("pymysql"))
+        )
+        if noise and _quiet["drivers"]:
+            return  # from a connection that is already gone; the error was reported once
+        previous(unraisable)
+
+    sys.unraisablehook = hook
+    _quiet["hooked"] = True
 
 SECRET_HINT = (
     "set SESSCTL_SECRET_KEY (or SESSCTL_SECRET_KEY_FILE, --secret-key-file) to the app's secret key"
@@ -24,6 +60,18 @@ class App:
         self.debug = debug
         self.quiet = quiet
         self._store = None
+        library = logging.getLogger("sqlalchemy")
+        if debug:
+            library.removeHandler(_QUIET_LIBRARY_LOGS)
+        else:
+            library.addHandler(_QUIET_LIBRARY_LOGS)
+        _quiet_driver_finalizers(not debug)
+
+    @property
+    def database_url(self) -> str | None:
+        """The database URL in use, if the settings were loaded (never loads them)."""
+        settings = self.__dict__.get("settings")
+        return None if settings is None else settings.database_url
 
     @cached_property
     def settings(self):
@@ -71,7 +119,7 @@ def redact(url: str) -> str:
     return re.sub(r"(://[^/@:]*:)[^/@]*@", r"\1***@", url)
 
 
-def error_message(exc: Exception) -> str:
+def error_message(exc: Exception, database_url: str | None = None) -> str:
     """One line for a failure from the runtime: what went wrong and what to do."""
     from sessctl.codec import BadSignature, CodecError
     from sessctl.config import ConfigError
@@ -91,6 +139,11 @@ def error_message(exc: Exception) -> str:
         if isinstance(exc, store.SessionGone):
             return f"{exc}; see the live sessions with: sessctl list"
         if isinstance(exc, store.DatabaseUnavailable):
+            if database_url is not None and database_url.split(":", 1)[0].split("+", 1)[0].lower() == "sqlite":
+                return (
+                    f"{exc}; check --db / SESSCTL_DB, that the file and its folder are readable and writable "
+                    "(SQLite makes -wal and -shm files beside it), and that the disk is not full"
+                )
             return f"{exc}; check --db / SESSCTL_DB and that the database server is running"
         if isinstance(exc, store.Conflict):
             return f"{exc}; try again"
@@ -99,9 +152,12 @@ def error_message(exc: Exception) -> str:
     return f"unexpected {type(exc).__name__}: {exc}; re-run with --debug to see the traceback"
 
 
-def fail(exc: Exception, debug: bool) -> click.ClickException:
+def fail(exc: Exception, debug: bool, database_url: str | None = None) -> click.ClickException:
+    if database_url is None:
+        ctx = click.get_current_context(silent=True)
+        database_url = getattr(ctx.find_object(App), "database_url", None) if ctx is not None else None
     if debug:
         import traceback
 
         traceback.print_exception(exc, file=sys.stderr)
-    return click.ClickException(" ".join(error_message(exc).split()))
+    return click.ClickException(" ".join(error_message(exc, database_url).split()))

@@ -11,7 +11,7 @@ import contextlib
 import click
 
 from .app import SECRET_HINT
-from .types import Duration, SessionKey
+from .types import Duration, IdleDuration, SessionKey
 
 pass_app = click.pass_obj
 json_option = click.option("--json", "as_json", is_flag=True, help="Print JSON (ISO-8601 UTC timestamps).")
@@ -56,8 +56,9 @@ def list_(app, state, browser_close, limit, as_json):
 
     Expiry is shown in UTC and relative to now, soonest first. Needs no
     secret key: the lifetime kind is read without verifying the signature
-    ("unreadable" if the data cannot be decoded at all). With --json, prints
-    an array, streamed row by row.
+    ("unreadable" if the data cannot be decoded at all); a deadline that also
+    carries an idle limit shows as absolute+idle. With --json, prints an
+    array, streamed row by row.
 
     \b
     Example:
@@ -195,6 +196,9 @@ def _decode(codec, value: str, *, verify: bool) -> tuple[dict, str | None]:
         )
     except codecs.CodecError as exc:
         return out, f"the data cannot be decoded ({exc}); it was not written by Django or sessctl"
+    except RecursionError:  # JSON nested deeper than Python's parser goes
+        out["data"], out["verified"] = None, False
+        return out, "the data cannot be decoded: its JSON is nested too deeply for Python's parser"
     return out, None
 
 
@@ -218,6 +222,11 @@ def _change_life(app, key: str, mutate, what: str) -> None:
         raise click.ClickException(
             f"session {key}: the data cannot be decoded ({exc}), so its lifetime cannot be changed; nothing was changed"
         ) from None
+    except RecursionError:
+        raise click.ClickException(
+            f"session {key}: the data cannot be decoded (its JSON is nested too deeply for Python's parser), "
+            "so its lifetime cannot be changed; nothing was changed"
+        ) from None
     left = format_seconds((expiry.expire_date - store.now()).total_seconds())
     app.say(
         f"session {key}: {expiry.lifetime.describe()}; the row now expires {utc_text(expiry.expire_date)} "
@@ -225,28 +234,73 @@ def _change_life(app, key: str, mutate, what: str) -> None:
     )
 
 
-@click.command("set-life")
+class _OptionalValueCommand(click.Command):
+    """``--idle`` takes a value only when a duration follows it.
+
+    click would give an optional-value option whatever word comes next, so
+    ``set-life --idle KEY 30m`` (the bare flag first, as it always worked)
+    would read KEY as the idle limit. A bare ``--idle`` followed by a word that
+    is not a duration is passed on as ``--idle=`` (the bare flag) instead.
+    """
+
+    def parse_args(self, ctx, args):
+        from .types import looks_like_duration
+
+        fixed = list(args)
+        for i, arg in enumerate(fixed):
+            if arg == "--":
+                break
+            if arg == "--idle" and (i + 1 == len(fixed) or not looks_like_duration(fixed[i + 1])):
+                fixed[i] = "--idle="
+        return super().parse_args(ctx, fixed)
+
+
+@click.command("set-life", cls=_OptionalValueCommand)
 @click.argument("key", type=SessionKey())
-@click.argument("duration", type=Duration())
-@click.option("--idle", is_flag=True, help="An idle timeout (renewed at each save) instead of a fixed deadline.")
+@click.argument("duration", type=Duration(), required=False, metavar="DURATION")
+@click.option(
+    "--idle",
+    type=IdleDuration(),
+    is_flag=False,
+    flag_value="",
+    metavar="[LIMIT]",
+    help="Alone: DURATION is an idle timeout (renewed at each save) instead of a fixed deadline. "
+    "With a value (--idle 30m): an idle limit on top of the DURATION deadline; the earlier one wins.",
+)
 @pass_app
 def set_life(app, key, duration, idle):
     """Give one session its own lifetime (now + DURATION).
 
     DURATION is seconds (3600) or units s, m, h, d, w (90m, 2h, 7d, 1h30m).
-    With --idle the session instead expires DURATION after its last save.
-    Rewrites the session data (re-signed: needs the secret key) and the row's
-    expiry at once.
+    With a bare --idle the session instead expires DURATION after its last
+    save. With --idle LIMIT it has both limits: the deadline now + DURATION,
+    and LIMIT after its last save; the earlier one wins. Rewrites the session
+    data (re-signed: needs the secret key) and the row's expiry at once.
+    Django reads such a session and sees only the deadline.
 
     \b
     Example:
       sessctl set-life 9xk2m4qpz7w3ht5bn8cv6dl1rf0gsa2e 2h
       sessctl set-life 9xk2m4qpz7w3ht5bn8cv6dl1rf0gsa2e 30m --idle
+      sessctl set-life 9xk2m4qpz7w3ht5bn8cv6dl1rf0gsa2e 8h --idle 30m
     """
-    from sessctl.policy import EXPIRY_KEY, requested
+    from sessctl.policy import format_seconds, requested
+
+    if duration is None:
+        if idle is None or idle is True:
+            raise click.UsageError("Missing argument 'DURATION'.")
+        # `set-life KEY --idle 30m`: the value went to --idle; it is an idle timeout, as ever.
+        duration, idle = idle, True
+    if idle is None:
+        idle = False
+    if idle is not True and idle is not False and idle >= duration:
+        app.say(
+            f"note: the idle limit ({format_seconds(idle)}) is not shorter than the deadline "
+            f"({format_seconds(duration)}), so only the deadline can matter"
+        )
 
     def mutate(data):
-        data[EXPIRY_KEY] = requested(duration, idle=idle).stored()
+        requested(duration, idle=idle).apply(data)
 
     _change_life(app, key, mutate, "set-life")
 
@@ -264,10 +318,10 @@ def till_browser_close(app, key):
     Example:
       sessctl till-browser-close 9xk2m4qpz7w3ht5bn8cv6dl1rf0gsa2e
     """
-    from sessctl.policy import EXPIRY_KEY, TILL_BROWSER_CLOSE, requested
+    from sessctl.policy import TILL_BROWSER_CLOSE, requested
 
     def mutate(data):
-        data[EXPIRY_KEY] = requested(TILL_BROWSER_CLOSE).stored()
+        requested(TILL_BROWSER_CLOSE).apply(data)
 
     _change_life(app, key, mutate, "till-browser-close")
 
@@ -284,10 +338,10 @@ def reset_life(app, key):
     Example:
       sessctl reset-life 9xk2m4qpz7w3ht5bn8cv6dl1rf0gsa2e
     """
-    from sessctl.policy import EXPIRY_KEY
+    from sessctl.policy import requested
 
     def mutate(data):
-        data.pop(EXPIRY_KEY, None)
+        requested(None).apply(data)  # drops the deadline and any idle limit riding on it
 
     _change_life(app, key, mutate, "reset-life")
 
@@ -317,6 +371,9 @@ def delete(app, keys):
         )
 
 
+LOCKED = "another purge is running on this table; exiting"
+
+
 @click.command()
 @click.option("--expired", is_flag=True, help="Delete the expired sessions.")
 @click.option("--all", "all_", is_flag=True, help="Delete every session (logs everyone out; needs --yes).")
@@ -325,10 +382,9 @@ def delete(app, keys):
 @click.option(
     "--batch-size",
     type=click.IntRange(min=1),
-    default=1000,
-    show_default=True,
+    default=None,
     metavar="N",
-    help="Rows deleted per transaction.",
+    help="Rows deleted per transaction.  [default: sized as it goes so that each batch stays short]",
 )
 @click.option(
     "--max-seconds",
@@ -336,9 +392,14 @@ def delete(app, keys):
     metavar="S",
     help="Stop cleanly after about S seconds; re-run to go on.",
 )
+@click.option(
+    "--wait",
+    is_flag=True,
+    help="If another purge of this table is running, wait for it to end instead of exiting.",
+)
 @json_option
 @pass_app
-def purge(app, expired, all_, yes, dry_run, batch_size, max_seconds, as_json):
+def purge(app, expired, all_, yes, dry_run, batch_size, max_seconds, wait, as_json):
     """Delete expired sessions in short batches.
 
     With --all --yes, delete every session instead.
@@ -347,6 +408,10 @@ def purge(app, expired, all_, yes, dry_run, batch_size, max_seconds, as_json):
     killed at any moment, or stopped by --max-seconds (still exit 0), and
     simply run again. Prints a one-line summary on stderr, or one JSON object
     on stdout with --json.
+
+    Only one purge of a table runs at a time (overlapping cron runs): a
+    second one says so and exits 0 at once, or with --wait waits its turn.
+    The lock is released when its holder ends, even by kill -9.
 
     \b
     Example:
@@ -361,37 +426,75 @@ def purge(app, expired, all_, yes, dry_run, batch_size, max_seconds, as_json):
     if mode == "all" and not yes and not dry_run:
         raise click.UsageError("purge --all deletes every session and logs everyone out; add --yes to confirm")
     store = app.store()
-    cutoff = store.now()
-    result = {"mode": mode, "dry_run": dry_run, "cutoff": render.iso(cutoff)}
+    result = {"mode": mode, "dry_run": dry_run}
     if dry_run:
+        cutoff = store.now()
         count = store.counts(cutoff)["total"] if mode == "all" else store.count_expired(cutoff)
-        result.update(deleted=0, would_delete=count, batches=0, seconds=0.0, complete=True, remaining=count)
+        result.update(cutoff=render.iso(cutoff), deleted=0, would_delete=count, batches=0, seconds=0.0,
+                      complete=True, remaining=count)
         message = f"would delete {render.plural(count, 'session')} (dry run: nothing deleted)"
-    elif mode == "all":
-        count = store.delete_all()
-        result.update(deleted=count, batches=1, seconds=0.0, complete=True, remaining=0)
-        message = f"deleted all {render.plural(count, 'session')}"
     else:
-        with render.purge_progress(app, store, cutoff) as on_batch:
-            done = store.purge_expired(batch_size=batch_size, max_seconds=max_seconds, cutoff=cutoff, on_batch=on_batch)
-        remaining = 0 if done.complete else done.remaining
-        result.update(
-            deleted=done.deleted,
-            batches=done.batches,
-            seconds=round(done.seconds, 3),
-            complete=done.complete,
-            remaining=remaining,
-        )
-        message = (
-            f"deleted {render.plural(done.deleted, 'expired session')} "
-            f"in {render.plural(done.batches, 'batch', 'batches')} ({done.seconds:.1f}s)"
-        )
-        if not done.complete:
-            message += f"; stopped after --max-seconds with {remaining} left: re-run to go on"
+        with contextlib.ExitStack() as stack:
+            if not _purge_lock(app, store, stack, wait):
+                result.update(deleted=0, batches=0, seconds=0.0, complete=False, remaining=None, skipped=LOCKED)
+                if as_json:
+                    render.json_object(result)
+                app.say(LOCKED + ("" if wait else " (pass --wait to wait for it instead)"))
+                return
+            cutoff = store.now()  # taken once the lock is held: a waiting purge sees what the first one left
+            result["cutoff"] = render.iso(cutoff)
+            if mode == "all":
+                count = store.delete_all()
+                result.update(deleted=count, batches=1, seconds=0.0, complete=True, remaining=0)
+                message = f"deleted all {render.plural(count, 'session')}"
+            else:
+                with render.purge_progress(app, store, cutoff) as on_batch:
+                    done = store.purge_expired(
+                        batch_size=batch_size, max_seconds=max_seconds, cutoff=cutoff, on_batch=on_batch
+                    )
+                remaining = 0 if done.complete else done.remaining
+                result.update(
+                    deleted=done.deleted,
+                    batches=done.batches,
+                    seconds=round(done.seconds, 3),
+                    complete=done.complete,
+                    remaining=remaining,
+                )
+                message = (
+                    f"deleted {render.plural(done.deleted, 'expired session')} "
+                    f"in {render.plural(done.batches, 'batch', 'batches')} ({done.seconds:.1f}s)"
+                )
+                if not done.complete:
+                    message += f"; stopped after --max-seconds with {remaining} left: re-run to go on"
     if as_json:
         render.json_object(result)
     else:
         app.say(message)
+
+
+def _purge_lock(app, store, stack: contextlib.ExitStack, wait: bool) -> bool:
+    """Take this table's purge lock on ``stack``; False if another purge holds it and we do not wait."""
+
+    def take(block: bool) -> bool:
+        try:
+            with contextlib.ExitStack() as attempt:
+                got = attempt.enter_context(store.exclusive("purge", wait=block))
+                if got:
+                    stack.enter_context(attempt.pop_all())  # held until the purge ends
+                return got  # not got: the attempt's connection is let go at once
+        except OSError as exc:  # SQLite: the lock file beside the database cannot be made
+            where = f" {exc.filename!r}" if exc.filename else ""
+            raise click.ClickException(
+                f"cannot open the purge lock file{where}: {exc.strerror or exc}; "
+                "the database's folder must be writable"
+            ) from None
+
+    if take(False):
+        return True
+    if not wait:
+        return False
+    app.say("another purge is running on this table; waiting for it to end (--wait)")
+    return take(True)
 
 
 @click.command()
@@ -403,7 +506,9 @@ def stats(app, as_json):
     Counts total, active and expired sessions, and those expiring within
     1 hour, 1 day and 7 days.
     Lifetime kinds are counted over active sessions, read without verifying
-    signatures (no secret key needed). Human output adds an expiry histogram.
+    signatures (no secret key needed); absolute_with_idle counts the
+    deadlines that also carry an idle limit. Human output adds an expiry
+    histogram.
 
     \b
     Example:
@@ -416,12 +521,13 @@ def stats(app, as_json):
     now = store.now()
     counts = store.counts(now)
     with contextlib.closing(store.iter_rows("active", now=now)) as rows:
-        kinds, histogram = render.active_breakdown(rows, now)
+        kinds, with_idle, histogram = render.active_breakdown(rows, now)
     report = {
         "total": counts["total"],
         "active": counts["active"],
         "expired": counts["expired"],
         "by_kind": kinds,
+        "absolute_with_idle": with_idle,
         "expiring": {"1h": counts["expiring_1h"], "1d": counts["expiring_1d"], "7d": counts["expiring_7d"]},
         "histogram": histogram,
         "at": render.iso(now),

@@ -62,9 +62,49 @@ def describe(lifetime: dict[str, Any]) -> str:
     if kind == UNREADABLE:
         return "unknown (the data cannot be decoded)"
     deadline = lifetime.get("deadline")
-    return Lifetime(
-        kind, seconds=lifetime.get("seconds"), deadline=datetime.fromisoformat(deadline) if deadline else None
-    ).describe()
+    seconds = lifetime.get("seconds", lifetime.get("idle_seconds"))  # an absolute deadline may carry an idle limit
+    return Lifetime(kind, seconds=seconds, deadline=datetime.fromisoformat(deadline) if deadline else None).describe()
+
+
+def data_text(data: Any, encoding: str | None = None) -> str:
+    """Session data as indented JSON for a person: readable non-ASCII text, but every character a
+    terminal could act on (control and format characters, ANSI/C1 escapes, bidi overrides), and any
+    the output's ``encoding`` cannot hold, written as a JSON escape (still the same JSON)."""
+    text = json.dumps(data, indent=2, ensure_ascii=False)
+
+    def fits(chunk: str) -> bool:
+        if encoding is None:
+            return True
+        try:
+            chunk.encode(encoding)
+        except (UnicodeEncodeError, LookupError):
+            return False
+        return True
+
+    if text.replace("\n", "").isprintable() and fits(text):
+        return text
+    bad = {c for c in set(text) if c != "\n" and not (c.isprintable() and fits(c))}
+    if not bad:
+        return text
+    import re
+
+    pattern = re.compile("[" + "".join(re.escape(c) for c in sorted(bad)) + "]")
+    return pattern.sub(lambda m: json.dumps(m.group())[1:-1], text)
+
+
+def kind_label(lifetime: dict[str, Any]) -> str:
+    """The lifetime column of ``list``: the kind, or ``absolute+idle`` when a deadline carries an idle limit."""
+    kind = lifetime["kind"]
+    if kind == "absolute" and lifetime.get("idle_seconds") is not None:
+        return "absolute+idle"
+    return kind
+
+
+def printable(text: str) -> str:
+    """``text`` with control characters (ANSI escapes, CR, BEL...) shown as escapes, never sent to a terminal."""
+    if text.isprintable():
+        return text
+    return "".join(c if c.isprintable() else repr(c)[1:-1] for c in text)
 
 
 def row_summary(row, now: datetime) -> dict[str, Any]:
@@ -138,8 +178,8 @@ def session_table(items: Iterator[dict[str, Any]], now: datetime) -> int:
                 click.echo(f"{'KEY':<32}  {'EXPIRES (UTC)':<19}  {'RELATIVE':<14}  {'LIFETIME':<13}  SIZE")
             exp = datetime.fromisoformat(item["expire_date"])
             click.echo(
-                f"{item['key']:<32}  {exp.strftime('%Y-%m-%d %H:%M:%S')}  {relative(exp, now):<14}  "
-                f"{item['lifetime']['kind']:<13}  {item['size']}"
+                f"{printable(item['key']):<32}  {exp.strftime('%Y-%m-%d %H:%M:%S')}  {relative(exp, now):<14}  "
+                f"{kind_label(item['lifetime']):<13}  {item['size']}"
             )
             count += 1
         return count
@@ -153,10 +193,10 @@ def session_table(items: Iterator[dict[str, Any]], now: datetime) -> int:
         exp = datetime.fromisoformat(item["expire_date"])
         style = "dim" if item["expired"] else ""
         table.add_row(
-            Text(item["key"], style=style),
+            Text(printable(item["key"]), style=style),
             exp.strftime("%Y-%m-%d %H:%M:%S"),
             Text(relative(exp, now), style="red" if item["expired"] else ""),
-            item["lifetime"]["kind"],
+            kind_label(item["lifetime"]),
             f"{item['size']:,}",
         )
     if table.row_count:
@@ -173,7 +213,7 @@ def _fields(info: dict[str, Any], now: datetime | None) -> list[tuple[str, str]]
     if "key" in info:
         exp = datetime.fromisoformat(info["expire_date"])
         fields += [
-            ("key", info["key"]),
+            ("key", printable(info["key"])),
             ("status", _status(info)),
             ("expires", f"{utc_text(exp)} ({relative(exp, now)})"),
         ]
@@ -195,8 +235,11 @@ def session_panel(info: dict[str, Any], now: datetime | None) -> None:
     """One session (``show``) or one decoded value (``decode``)."""
     fields = _fields(info, now)
     data = info["data"]
-    body = "(not shown)" if data is None else json.dumps(data, indent=2, ensure_ascii=False)
     console = terminal()
+    import sys
+
+    encoding = getattr(sys.stdout, "encoding", None) if console is None else None
+    body = "(not shown)" if data is None else data_text(data, encoding)
     if console is None:
         for name, value in fields:
             click.echo(f"{name + ':':<10} {value}")
@@ -214,7 +257,7 @@ def session_panel(info: dict[str, Any], now: datetime | None) -> None:
         alarm = (name == "status" and value == "EXPIRED") or (name == "verified" and value.startswith("NO"))
         grid.add_row(name, Text(value, style="bold red" if alarm else ""))
     trusted = data is not None and info["verified"] and not info.get("expired")
-    title = Text(f"session {info['key']}" if "key" in info else "session data")
+    title = Text(f"session {printable(info['key'])}" if "key" in info else "session data")
     console.print(Panel(Group(grid, Text(""), Text(body)), title=title, title_align="left",
                         border_style="green" if trusted else "red", expand=False))
 
@@ -242,25 +285,38 @@ def purge_progress(app, store, cutoff: datetime):
         yield lambda n: progress.advance(task, n)
 
 
-def active_breakdown(rows: Iterable, now: datetime) -> tuple[dict[str, int], list[dict[str, Any]]]:
-    """Count live rows by lifetime kind and by time left."""
+def active_breakdown(rows: Iterable, now: datetime) -> tuple[dict[str, int], int, list[dict[str, Any]]]:
+    """Count live rows by lifetime kind (and deadlines that carry an idle limit too) and by time left."""
     kinds = dict.fromkeys(KINDS, 0)
+    with_idle = 0
     buckets = [0] * len(HISTOGRAM)
     for row in rows:
-        kinds[row_summary(row, now)["lifetime"]["kind"]] += 1
+        lifetime = row_summary(row, now)["lifetime"]
+        kinds[lifetime["kind"]] += 1
+        if lifetime.get("idle_seconds") is not None:
+            with_idle += 1
         left = (row.expire_date - now).total_seconds()
         index = next(i for i, (_, upto) in enumerate(HISTOGRAM) if upto is None or left <= upto)
         buckets[index] += 1
     histogram = [
         {"label": label, "upto_seconds": upto, "count": n} for (label, upto), n in zip(HISTOGRAM, buckets)
     ]
-    return kinds, histogram
+    return kinds, with_idle, histogram
+
+
+def _kind_rows(report: dict[str, Any]) -> list[tuple[str, int]]:
+    rows = []
+    for kind, n in report["by_kind"].items():
+        rows.append((kind, n))
+        if kind == "absolute":
+            rows.append(("  + idle limit", report.get("absolute_with_idle", 0)))
+    return rows
 
 
 def stats_report(report: dict[str, Any]) -> None:
     sections = [
         ("sessions", [(name, report[name]) for name in ("total", "active", "expired")]),
-        ("lifetime (active)", list(report["by_kind"].items())),
+        ("lifetime (active)", _kind_rows(report)),
         ("expiring within", [(span, n) for span, n in report["expiring"].items()]),
     ]
     histogram = [(b["label"], b["count"]) for b in report["histogram"]]

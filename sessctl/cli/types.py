@@ -40,6 +40,22 @@ class Duration(click.ParamType):
             self.fail(str(exc), param, ctx)
 
 
+def looks_like_duration(text: str) -> bool:
+    """The form of a duration (``3600``, ``-5``, ``90m``, ``1h30m``), whether or not its value is allowed."""
+    return re.fullmatch(r"[+-]?\d+|(?:\d+[smhdw])+", text.strip().lower()) is not None
+
+
+class IdleDuration(Duration):
+    """``--idle`` given bare (True: DURATION is an idle timeout) or with a value (an idle limit, in seconds)."""
+
+    name = "idle limit"
+
+    def convert(self, value, param, ctx):
+        if value is True or value == "":
+            return True  # the bare flag (click passes its flag_value, "")
+        return super().convert(value, param, ctx)
+
+
 class SessionKey(click.ParamType):
     """A session key; completes from the database named by the global options."""
 

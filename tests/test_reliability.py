@@ -1,0 +1,423 @@
+"""Nothing is lost and nothing comes back, under real concurrency, on SQLite, PostgreSQL and MariaDB.
+
+Requests go through the threaded HTTP server of ``httpserver.py``; the admin
+command runs as a real subprocess of the installed ``sessctl`` script, as cron
+or an operator would run it. A view that must overlap with something else
+waits on a ``threading.Barrier`` or an event after it has loaded the session,
+so the overlap is forced rather than hoped for.
+
+See also test_concurrency.py (the same races with in-process admin calls) and
+test_purge_lock.py (the lock itself); here the other side is a real process.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import select
+import subprocess
+import sys
+import threading
+import time
+from concurrent.futures import ThreadPoolExecutor
+from datetime import datetime, timedelta, timezone
+from pathlib import Path
+
+import pytest
+
+from httpserver import Client, cookie_attrs, raw_get, routes_app, serve
+from sessctl import SessionMiddleware, SessionStore
+from sessctl.policy import EXPIRY_KEY, IDLE_KEY, RESEND_KEY
+
+UTC = timezone.utc
+SCRIPT = Path(sys.executable).with_name("sessctl")
+WAIT = 20  # seconds a view waits for its partner before the test fails (never hangs)
+DELETION = 'sessionid=""; expires=Thu, 01 Jan 1970 00:00:00 GMT; Max-Age=0; Path=/; SameSite=Lax'
+LOCKED = "another purge is running on this table; exiting"
+
+
+@pytest.fixture(autouse=True)
+def isolated(monkeypatch, tmp_path):
+    """The installed script is needed; no sessctl.toml or SESSCTL_* setting from the developer's shell."""
+    if not SCRIPT.exists():
+        pytest.skip(f"the sessctl console script is not installed next to {sys.executable}")
+    monkeypatch.chdir(tmp_path)
+    for var in list(os.environ):
+        if var.startswith(("SESSCTL_", "TTY_", "FORCE_COLOR")) and not var.startswith("SESSCTL_TEST_"):
+            monkeypatch.delenv(var)
+
+
+def sessctl_env(settings, **extra) -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("SESSCTL_", "_SESSCTL_", "TTY_", "FORCE_COLOR"))}
+    env.update(SESSCTL_DB=settings.database_url, SESSCTL_TABLE=settings.table, SESSCTL_SECRET_KEY=settings.secret_key)
+    env.update(extra)
+    return env
+
+
+def sessctl(settings, *args, timeout=60) -> subprocess.CompletedProcess:
+    """Run the installed command on the test's table, as a separate process."""
+    return subprocess.run([str(SCRIPT), *args], capture_output=True, text=True, env=sessctl_env(settings), timeout=timeout)
+
+
+def popen(settings, *args) -> subprocess.Popen:
+    return subprocess.Popen(
+        [str(SCRIPT), *args], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=sessctl_env(settings)
+    )
+
+
+def run_together(*calls):
+    with ThreadPoolExecutor(len(calls)) as pool:
+        futures = [pool.submit(call) for call in calls]
+        return [f.result(timeout=120) for f in futures]
+
+
+class Site:
+    """A served app around its own store (closed with the test), and the store to inspect the table."""
+
+    def __init__(self, store: SessionStore, routes: dict, stack: contextlib.ExitStack, clock=None):
+        self.store = store
+        self.app_store = SessionStore(store.settings, clock=clock)
+        stack.callback(self.app_store.close)
+        self.server = stack.enter_context(serve(SessionMiddleware(routes_app(routes), store=self.app_store)))
+
+    def request(self, path: str, key: str | None = None):
+        return raw_get(self.server, path, cookie=None if key is None else f"sessionid={key}")
+
+    def login(self, **data) -> str:
+        client = Client(self.server)
+        for name, value in (data or {"user": "1"}).items():
+            assert client.get(f"/set?{name}={value}").status == 200
+        key = client.cookie_value()
+        assert key is not None
+        return key
+
+    def data(self, key: str):
+        row = self.store.get_row(key)
+        return None if row is None else self.store.codec.decode(row.session_data)
+
+    def keys(self) -> set[str]:
+        return {r.key for r in self.store.iter_rows("all")}
+
+
+@pytest.fixture
+def site(store):
+    stack = contextlib.ExitStack()
+    made = []
+
+    def start(routes: dict, clock=None) -> Site:
+        s = Site(store, {"/set": v_set, **routes}, stack, clock)
+        made.append(s)
+        return s
+
+    yield start
+    stack.close()
+    for s in made:
+        s.server.assert_no_errors()
+
+
+def v_set(session, environ):
+    for part in environ.get("QUERY_STRING", "").split("&"):
+        name, _, value = part.partition("=")
+        if name:
+            session[name] = value
+    return {"key": session.session_key}
+
+
+def held(loaded: threading.Event, proceed: threading.Event):
+    """A view that loads the session, signals, waits for the go-ahead, then writes ``cart``."""
+
+    def view(session, environ):
+        session.get("user")
+        loaded.set()
+        assert proceed.wait(WAIT)
+        session["cart"] = "3"
+        return {"key": session.session_key}
+
+    return view
+
+
+def close_to(moment: datetime, expected: datetime, slack: float = 30) -> bool:
+    return abs((moment - expected).total_seconds()) <= slack
+
+
+# -- N concurrent requests of one session ----------------------------------------------------
+
+
+def test_twenty_concurrent_requests_each_set_a_different_key(site):
+    n = 20
+    barrier = threading.Barrier(n, timeout=WAIT)
+
+    def v_overlap(session, environ):
+        session.get("user")  # every request has loaded the same row before any of them saves
+        barrier.wait()
+        name, _, value = environ["QUERY_STRING"].partition("=")
+        session[name] = value
+        return {"key": session.session_key}
+
+    s = site({"/overlap": v_overlap})
+    key = s.login(user="1")
+    responses = run_together(*[lambda i=i: s.request(f"/overlap?k{i}={i}", key) for i in range(n)])
+    assert [r.status for r in responses] == [200] * n
+    assert {cookie_attrs(r.cookie())[1] for r in responses} == {key}
+    assert s.data(key) == {"user": "1", **{f"k{i}": str(i) for i in range(n)}}
+    assert s.keys() == {key}
+
+
+# -- the admin command while a request is in flight ---------------------------------------------
+
+
+ADMIN = {
+    "set-life": ["set-life", "{key}", "8h", "--idle", "30m"],  # a deadline and an idle limit
+    "till-browser-close": ["till-browser-close", "{key}"],
+    "delete": ["delete", "{key}"],
+}
+
+
+@pytest.mark.parametrize("command", list(ADMIN))
+def test_admin_command_during_a_request_survives_it(site, store, command):
+    loaded, proceed = threading.Event(), threading.Event()
+    s = site({"/slow": held(loaded, proceed)})
+    key = s.login(user="1")
+
+    def admin():
+        assert loaded.wait(WAIT)
+        try:
+            return sessctl(store.settings, *[a.format(key=key) for a in ADMIN[command]])
+        finally:
+            proceed.set()
+
+    started = datetime.now(UTC)
+    response, done = run_together(lambda: s.request("/slow", key), admin)
+    assert done.returncode == 0, done.stderr
+    assert response.status == 200
+    age = store.settings.cookie_age
+
+    if command == "delete":
+        assert response.set_cookies == [DELETION]  # the request learnt it was logged out
+        assert s.keys() == set()  # and did not bring the session back
+        assert s.request("/set?x=1", key).cookie() != f"sessionid={key}"
+        return
+
+    data = s.data(key)
+    row = store.get_row(key)
+    assert data["user"] == "1" and data["cart"] == "3"  # the request's own change is kept too
+    assert RESEND_KEY not in data  # this response already carried the new lifetime
+    _, value, attrs = cookie_attrs(response.cookie())
+    assert value == key
+    if command == "set-life":
+        deadline = datetime.fromisoformat(data[EXPIRY_KEY])
+        assert close_to(deadline, started + timedelta(hours=8)) and data[IDLE_KEY] == 1800
+        assert close_to(row.expire_date, started + timedelta(minutes=30))  # the idle limit is the earlier
+        assert 1790 <= int(attrs["max-age"]) <= 1800
+    else:
+        assert data[EXPIRY_KEY] == 0
+        assert "max-age" not in attrs and "expires" not in attrs
+        assert close_to(row.expire_date, started + timedelta(seconds=age))
+
+
+# -- purge while the app refreshes sessions about to expire ----------------------------------------
+
+
+def test_purge_while_the_app_refreshes_sessions_about_to_expire(site, store):
+    """Sessions live 1.2 s idle. The app keeps refreshing some of them while purge runs again and
+    again as separate processes: none of the refreshed ones is ever deleted, and every session
+    that expired without a refresh is gone at the end."""
+    idle = 1.2
+
+    def v_refresh(session, environ):
+        session.set_life(idle, idle=True)
+        session["n"] = session.get("n", 0) + 1
+        return {"key": session.session_key}
+
+    s = site({"/refresh": v_refresh})
+    refreshed = [s.request("/refresh") for _ in range(6)]
+    refreshed = [cookie_attrs(r.cookie())[1] for r in refreshed]
+    abandoned = [cookie_attrs(s.request("/refresh").cookie())[1] for _ in range(6)]
+    codec_data = store.codec.encode({"old": True})
+    expired = [store.create_row(codec_data, store.now() - timedelta(minutes=i + 1)) for i in range(20)]
+    abandoned_gone_at = time.monotonic() + idle + 0.1  # the abandoned ones expire while purges keep running
+    until = time.monotonic() + 2.0
+    stop = threading.Event()
+    outcomes: list[tuple[str, object]] = []
+    purges: list[subprocess.CompletedProcess] = []
+
+    def refresher():
+        while not stop.is_set():
+            for key in refreshed:
+                outcomes.append((key, s.request("/refresh", key)))
+            time.sleep(0.05)
+
+    def purger():
+        try:
+            last_start = 0.0
+            # Purge again and again, at least once after the abandoned sessions have expired.
+            while time.monotonic() < until or last_start < abandoned_gone_at:
+                last_start = time.monotonic()
+                purges.append(sessctl(store.settings, "purge", "--expired", "--batch-size", "3", "--json"))
+        finally:
+            stop.set()  # the app refreshes until the last purge has ended
+
+    run_together(refresher, purger)
+    remaining = s.keys()
+
+    lost = [key for key, r in outcomes if r.status != 200 or r.cookie() != _same_key_cookie(r, key)]
+    assert lost == [], "a refreshed session was deleted under the app"
+    assert len(outcomes) >= 6 * 5
+    assert all(p.returncode == 0 for p in purges), [p.stderr for p in purges if p.returncode]
+    assert len(purges) >= 2
+    deleted = sum(json.loads(p.stdout)["deleted"] for p in purges)
+    assert deleted == len(abandoned) + len(expired)
+    assert remaining == set(refreshed)  # every expired, un-refreshed session is gone; none of the rest
+
+
+def _same_key_cookie(response, key):
+    header = response.cookie()
+    return header if header is not None and cookie_attrs(header)[1] == key else f"sessionid={key} (expected)"
+
+
+# -- two purges at once (overlapping cron) -------------------------------------------------------
+
+
+def _table_with_expired(store, expired=40, live=5):
+    from sqlalchemy import insert
+
+    from sessctl.store import new_key
+
+    data, now = store.codec.encode({"n": 1}), store.now()
+    old = {new_key() for _ in range(expired)}
+    with store.engine.begin() as conn:
+        conn.execute(insert(store.table), [
+            {"session_key": key, "session_data": data, "expire_date": now - timedelta(minutes=1)} for key in old
+        ])
+    alive = {store.save(None, {"live": i}) for i in range(live)}
+    return old, alive
+
+
+def test_second_purge_exits_at_once_while_one_runs(store):
+    old, alive = _table_with_expired(store)
+    with store.exclusive("purge") as got:  # a purge in progress, in this process
+        assert got
+        start = time.monotonic()
+        r = sessctl(store.settings, "purge", "--expired")
+        assert time.monotonic() - start < 15
+        assert r.returncode == 0, r.stderr
+        assert r.stdout == "" and r.stderr == f"{LOCKED} (pass --wait to wait for it instead)\n"
+        # The same from the command in this process: --all too, --quiet silences it, --json reports it.
+        assert cli(store, "purge", "--all", "--yes").stderr == f"{LOCKED} (pass --wait to wait for it instead)\n"
+        quiet = cli(store, "--quiet", "purge", "--expired")
+        assert quiet.stdout == quiet.stderr == ""
+        report = json.loads(cli(store, "purge", "--expired", "--json").stdout)
+        assert report["deleted"] == 0 and report["skipped"] == LOCKED
+        assert {r.key for r in store.iter_rows("all")} == old | alive  # nothing touched
+    r = cli(store, "purge", "--expired")
+    assert r.stderr.startswith(f"deleted {len(old)} expired sessions")
+    assert {r.key for r in store.iter_rows("all")} == alive
+
+
+def cli(store, *args):
+    from click.testing import CliRunner
+
+    from sessctl.cli import cli as command
+
+    s = store.settings
+    r = CliRunner().invoke(command, ["--db", s.database_url, "--table", s.table, *args], env={"SESSCTL_SECRET_KEY": None})
+    assert r.exit_code == 0, r.output
+    return r
+
+
+def test_purge_with_wait_runs_once_the_other_ends(store):
+    old, alive = _table_with_expired(store)
+    with store.exclusive("purge"):
+        waiting = popen(store.settings, "purge", "--expired", "--wait")
+        ready, _, _ = select.select([waiting.stderr], [], [], 30)
+        assert ready, "the second purge said nothing in 30 s"
+        first = waiting.stderr.readline()
+        assert first == "another purge is running on this table; waiting for it to end (--wait)\n"
+        time.sleep(0.5)
+        assert waiting.poll() is None, waiting.communicate()  # still waiting its turn
+        assert {r.key for r in store.iter_rows("all")} == old | alive
+    out, err = waiting.communicate(timeout=60)
+    assert waiting.returncode == 0, err
+    assert err.startswith(f"deleted {len(old)} expired sessions") and len(err.splitlines()) == 1
+    assert {r.key for r in store.iter_rows("all")} == alive
+
+
+def test_two_purges_started_together(store):
+    """Two real processes at once on a slow purge: both exit 0, no deadlock, no error; between
+    them every expired row is deleted exactly once and no live row is touched."""
+    old, alive = _table_with_expired(store, expired=300, live=10)
+    procs = [popen(store.settings, "purge", "--expired", "--batch-size", "5", "--json") for _ in range(2)]
+    results = []
+    for p in procs:
+        out, err = p.communicate(timeout=120)
+        assert p.returncode == 0, err
+        results.append((json.loads(out), err))
+    assert sum(report["deleted"] for report, _ in results) == len(old)
+    for report, err in results:
+        assert err == "" or err == f"{LOCKED} (pass --wait to wait for it instead)\n"
+        assert report.get("skipped") in (None, LOCKED)
+    assert {r.key for r in store.iter_rows("all")} == alive
+
+
+# -- purge and the app's writes on the same rows --------------------------------------------------
+
+
+def test_purge_batches_and_app_saves_never_deadlock(store):
+    """Six app threads keep saving sessions about to expire (idle 1 s) while purge batches run
+    on the rows just below them, for a few seconds: no save and no batch may fail. (A purge
+    DELETE that walks the expire_date index locks index entries before rows, the app's UPDATE
+    by key locks the row before the index entry: opposite orders deadlock on InnoDB.)"""
+    from sqlalchemy import insert
+
+    from sessctl.store import new_key
+
+    app = SessionStore(store.settings)
+    purger = SessionStore(store.settings)
+    keys = []
+    for _ in range(12):
+        session = app.session()
+        session["n"] = 0
+        session.set_life(1.0, idle=True)
+        keys.append(session.save())
+    stop = time.monotonic() + 3
+    failures: list[str] = []
+    counts = {"saves": 0, "batches": 0}
+
+    def refresher(mine):
+        while time.monotonic() < stop:
+            for key in mine:
+                try:
+                    session = app.session(key)
+                    if session.get("n") is None:
+                        failures.append(f"session {key} was lost")
+                        continue
+                    session["n"] += 1
+                    session.set_life(1.0, idle=True)
+                    session.save()
+                    counts["saves"] += 1
+                except Exception as exc:
+                    failures.append(f"app save: {type(exc).__name__}: {exc}")
+
+    def purge():
+        old = purger.codec.encode({"old": True})
+        while time.monotonic() < stop:
+            now = purger.now()
+            with purger.engine.begin() as conn:
+                conn.execute(insert(purger.table), [
+                    {"session_key": new_key(), "session_data": old, "expire_date": now - timedelta(seconds=1)}
+                    for _ in range(40)
+                ])
+            try:
+                purger.purge_expired(batch_size=5)
+                counts["batches"] += 1
+            except Exception as exc:
+                failures.append(f"purge: {type(exc).__name__}: {exc}")
+
+    try:
+        run_together(purge, *[lambda i=i: refresher(keys[i::6]) for i in range(6)])
+    finally:
+        app.close()
+        purger.close()
+    assert counts["saves"] > 100 and counts["batches"] > 5, (counts, failures[:3])
+    assert failures == [], f"{len(failures)} failures in {counts}: {failures[:3]}"
