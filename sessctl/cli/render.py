@@ -314,9 +314,10 @@ def _kind_rows(report: dict[str, Any]) -> list[tuple[str, int]]:
 
 
 def stats_report(report: dict[str, Any]) -> None:
+    estimated = f"active, estimated from {report['sampled']:,}" if report.get("sampled") else "active"
     sections = [
         ("sessions", [(name, report[name]) for name in ("total", "active", "expired")]),
-        ("lifetime (active)", _kind_rows(report)),
+        (f"lifetime ({estimated})", _kind_rows(report)),
         ("expiring within", [(span, n) for span, n in report["expiring"].items()]),
     ]
     histogram = [(b["label"], b["count"]) for b in report["histogram"]]
@@ -327,7 +328,7 @@ def stats_report(report: dict[str, Any]) -> None:
             click.echo(f"{title}:")
             for name, n in rows:
                 click.echo(f"  {name:<15} {n}")
-        click.echo("expiry histogram (active):")
+        click.echo(f"expiry histogram ({estimated}):")
         for label, n in histogram:
             click.echo(f"  {label:<15} {n:<8} {'#' * round(30 * n / peak)}".rstrip())
         return
