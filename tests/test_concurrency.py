@@ -66,14 +66,20 @@ def get(w: Web, path: str, key: str):
 # -- two requests, different keys ---------------------------------------------------------
 
 
-def test_two_overlapping_requests_keep_both_changes(web, log):
+def test_two_overlapping_requests_keep_both_changes(web, log, backend):
     w = web({"/w": overlapping_writes(2)})
     key = login(w)
     log.clear()
     r1, r2 = run_together(get(w, "/w?a=1", key), get(w, "/w?b=2", key))
     # Both loaded the same row: one compare-and-swap lost, re-read the row and retried.
     kinds = Counter(log.kinds)
-    assert kinds == {"SELECT": 3, "UPDATE": 3}, log.statements
+    # 2 loads, 2 compare-and-swaps (one loses), 1 re-read, 1 winning retry. On
+    # SQLite a writer that finds the lock held re-issues its UPDATE, so more may show.
+    assert kinds["SELECT"] == 3, log.statements
+    if backend == "sqlite":
+        assert kinds["UPDATE"] >= 3 and set(kinds) == {"SELECT", "UPDATE"}, log.statements
+    else:
+        assert kinds["UPDATE"] == 3, log.statements
     assert r1.status == r2.status == 200
     assert cookie_attrs(r1.cookie())[1] == key and cookie_attrs(r2.cookie())[1] == key
     assert w.data(key) == {"user": "1", "a": "1", "b": "2"}
