@@ -83,3 +83,26 @@ def store(settings):
     st.create_table()
     yield st
     st.close()
+
+
+# The developer's shell must not leak into command-line tests: sessctl
+# settings, or rich's switches that force a terminal.
+SHELL_VARS = (
+    "SESSCTL_DB",
+    "SESSCTL_TABLE",
+    "SESSCTL_CONFIG",
+    "SESSCTL_SECRET_KEY",
+    "SESSCTL_SECRET_KEY_FILE",
+    "SESSCTL_SECRET_KEY_FALLBACKS",
+    "FORCE_COLOR",
+    "TTY_COMPATIBLE",
+    "TTY_INTERACTIVE",
+)
+
+
+@pytest.fixture
+def isolated(monkeypatch, tmp_path):
+    """Run in an empty folder with no SESSCTL_* variable or sessctl.toml from the shell."""
+    monkeypatch.chdir(tmp_path)
+    for var in SHELL_VARS:
+        monkeypatch.delenv(var, raising=False)

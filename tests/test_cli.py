@@ -11,26 +11,7 @@ from click.testing import CliRunner
 from sessctl.cli import cli
 from sessctl.policy import EXPIRY_KEY, RESEND_KEY
 
-# The developer's shell must not leak in: sessctl settings, or rich's switches that force a terminal.
-ENV_VARS = (
-    "SESSCTL_DB",
-    "SESSCTL_TABLE",
-    "SESSCTL_CONFIG",
-    "SESSCTL_SECRET_KEY",
-    "SESSCTL_SECRET_KEY_FILE",
-    "SESSCTL_SECRET_KEY_FALLBACKS",
-    "FORCE_COLOR",
-    "TTY_COMPATIBLE",
-    "TTY_INTERACTIVE",
-)
-
-
-@pytest.fixture(autouse=True)
-def isolated(monkeypatch, tmp_path):
-    """No stray sessctl.toml or SESSCTL_* variable from the developer's shell."""
-    monkeypatch.chdir(tmp_path)
-    for var in ENV_VARS:
-        monkeypatch.delenv(var, raising=False)
+pytestmark = pytest.mark.usefixtures("isolated")  # no SESSCTL_* or sessctl.toml from the shell
 
 
 @pytest.fixture

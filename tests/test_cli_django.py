@@ -16,25 +16,7 @@ from sessctl.cli import cli
 pytest.importorskip("django")
 PEER = Path(__file__).with_name("django_peer.py")
 
-# The developer's shell must not leak in: sessctl settings, or rich's switches that force a terminal.
-ENV_VARS = (
-    "SESSCTL_DB",
-    "SESSCTL_TABLE",
-    "SESSCTL_CONFIG",
-    "SESSCTL_SECRET_KEY",
-    "SESSCTL_SECRET_KEY_FILE",
-    "SESSCTL_SECRET_KEY_FALLBACKS",
-    "FORCE_COLOR",
-    "TTY_COMPATIBLE",
-    "TTY_INTERACTIVE",
-)
-
-
-@pytest.fixture(autouse=True)
-def isolated(monkeypatch, tmp_path):
-    monkeypatch.chdir(tmp_path)
-    for var in ENV_VARS:
-        monkeypatch.delenv(var, raising=False)
+pytestmark = pytest.mark.usefixtures("isolated")  # no SESSCTL_* or sessctl.toml from the shell
 
 
 @pytest.fixture
