@@ -11,18 +11,7 @@ from click.testing import CliRunner
 
 from sessctl.cli import cli
 
-# The developer's shell must not leak in: sessctl settings, or rich's switches that force a terminal.
-ENV_VARS = (
-    "SESSCTL_DB",
-    "SESSCTL_TABLE",
-    "SESSCTL_CONFIG",
-    "SESSCTL_SECRET_KEY",
-    "SESSCTL_SECRET_KEY_FILE",
-    "SESSCTL_SECRET_KEY_FALLBACKS",
-    "FORCE_COLOR",
-    "TTY_COMPATIBLE",
-    "TTY_INTERACTIVE",
-)
+pytestmark = pytest.mark.usefixtures("isolated")  # no SESSCTL_* or sessctl.toml from the shell
 UNREACHABLE = {
     "postgres": "postgresql+psycopg://sessctl@127.0.0.1:1/x",
     "mysql": "mysql+pymysql://sessctl@127.0.0.1:1/x",
@@ -40,13 +29,6 @@ DB_COMMANDS = [
     ["purge", "--all", "--yes"],
     ["stats"],
 ]
-
-
-@pytest.fixture(autouse=True)
-def isolated(monkeypatch, tmp_path):
-    monkeypatch.chdir(tmp_path)
-    for var in ENV_VARS:
-        monkeypatch.delenv(var, raising=False)
 
 
 @pytest.fixture
