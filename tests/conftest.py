@@ -8,12 +8,13 @@ Locally a missing URL skips that backend; under CI (``CI=true``) it fails.
 
 from __future__ import annotations
 
+import functools
 import os
 import secrets
 
 import pytest
 
-SECRET = "test-secret-key-for-sessctl"
+from helpers import SECRET, invoke
 BACKENDS = {
     "sqlite": None,
     "postgres": "SESSCTL_TEST_POSTGRES",
@@ -85,24 +86,91 @@ def store(settings):
     st.close()
 
 
-# The developer's shell must not leak into command-line tests: sessctl
-# settings, or rich's switches that force a terminal.
-SHELL_VARS = (
-    "SESSCTL_DB",
-    "SESSCTL_TABLE",
-    "SESSCTL_CONFIG",
-    "SESSCTL_SECRET_KEY",
-    "SESSCTL_SECRET_KEY_FILE",
-    "SESSCTL_SECRET_KEY_FALLBACKS",
-    "FORCE_COLOR",
-    "TTY_COMPATIBLE",
-    "TTY_INTERACTIVE",
-)
+@pytest.fixture
+def isolated(monkeypatch, tmp_path):
+    """Run in an empty folder with no SESSCTL_* variable or sessctl.toml from the developer's
+    shell, and none of rich's switches that force a terminal."""
+    monkeypatch.chdir(tmp_path)
+    for var in list(os.environ):
+        if var.startswith(("SESSCTL_", "TTY_", "FORCE_COLOR")) and not var.startswith("SESSCTL_TEST_"):
+            monkeypatch.delenv(var)
 
 
 @pytest.fixture
-def isolated(monkeypatch, tmp_path):
-    """Run in an empty folder with no SESSCTL_* variable or sessctl.toml from the shell."""
-    monkeypatch.chdir(tmp_path)
-    for var in SHELL_VARS:
-        monkeypatch.delenv(var, raising=False)
+def run(settings):
+    """``run(*args, secret=, env=, input=, db=, code=)``: sessctl in-process on the test's table."""
+    return functools.partial(invoke, settings)
+
+
+@pytest.fixture
+def run_ok(settings):
+    """As ``run``, asserting exit 0 unless ``code=`` says otherwise."""
+    return functools.partial(invoke, settings, code=0)
+
+
+# -- stress: the reliability scenarios, repeated with counts (pytest -m stress) ------------------
+#
+# A test marked ``@pytest.mark.scenario("title")`` runs once in the default suite and, under
+# ``pytest -m stress``, ``--stress-rounds`` more times per backend; the run ends with a table
+# of rounds, failures and time per scenario and backend (``--stress-table FILE`` also writes
+# it as Markdown). The default run leaves the repeats out (addopts: -m "not stress").
+
+_stress_rows: dict[tuple[str, str], dict[str, float]] = {}
+
+
+def pytest_addoption(parser):
+    group = parser.getgroup("sessctl stress")
+    group.addoption("--stress-rounds", type=int, default=5, metavar="N",
+                    help="repeats of each scenario per backend under -m stress (default 5)")
+    group.addoption("--stress-table", metavar="FILE", help="also write the stress table to FILE (Markdown)")
+
+
+def pytest_generate_tests(metafunc):
+    if metafunc.definition.get_closest_marker("scenario") is None:
+        return
+    rounds = metafunc.config.getoption("stress_rounds")
+    metafunc.fixturenames.append("stress_round")
+    metafunc.parametrize("stress_round", [
+        pytest.param(0, id="once"),
+        *(pytest.param(i, id=f"stress{i}", marks=pytest.mark.stress) for i in range(1, rounds + 1)),
+    ])
+
+
+@pytest.fixture
+def stress_round(request):
+    """0 in the default run; 1..N for the repeats of ``pytest -m stress``."""
+    if request.param:
+        title = request.node.get_closest_marker("scenario").args[0]
+        backend = getattr(request.node, "callspec", None) and request.node.callspec.params.get("backend")
+        request.node.user_properties.append(("stress", (title, backend or "-")))
+    return request.param
+
+
+def pytest_runtest_logreport(report):
+    found = [value for name, value in report.user_properties if name == "stress"]
+    if not found or (report.when != "call" and not report.failed):
+        return
+    row = _stress_rows.setdefault(found[0], {"rounds": 0, "failed": 0, "skipped": 0, "seconds": 0.0})
+    row["rounds"] += 1
+    row["failed"] += report.failed
+    row["skipped"] += report.skipped
+    row["seconds"] += report.duration
+
+
+def stress_table() -> list[str]:
+    lines = ["| scenario | backend | rounds | failed | skipped | seconds |", "| --- | --- | ---: | ---: | ---: | ---: |"]
+    for (title, backend), row in sorted(_stress_rows.items()):
+        lines.append(f"| {title} | {backend} | {row['rounds']} | {row['failed']} | {row['skipped']} | {row['seconds']:.1f} |")
+    return lines
+
+
+def pytest_terminal_summary(terminalreporter, config):
+    if not _stress_rows:
+        return
+    terminalreporter.section("stress")
+    for line in stress_table():
+        terminalreporter.write_line(line)
+    if path := config.getoption("stress_table"):
+        from pathlib import Path
+
+        Path(path).write_text("\n".join(stress_table()) + "\n")

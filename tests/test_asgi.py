@@ -36,23 +36,12 @@ from sessctl.asgi import ASGISession, SessionMiddleware
 from sessctl.config import ConfigError
 from sessctl.policy import EXPIRY_KEY, RESEND_KEY
 from sessctl.store import new_key
+from helpers import AGE, DELETION, KEY_RE, SECRET, Clock, save, load
 
 UTC = timezone.utc
-SECRET = "test-secret-key-for-sessctl"
-AGE = 1209600
-KEY_RE = re.compile(r"[a-z0-9]{32}")
-DELETION = 'sessionid=""; expires=Thu, 01 Jan 1970 00:00:00 GMT; Max-Age=0; Path=/; SameSite=Lax'
 
 
-class Clock:
-    def __init__(self) -> None:
-        self.now = datetime.now(UTC).replace(microsecond=0)
 
-    def __call__(self) -> datetime:
-        return self.now
-
-    def advance(self, seconds: float) -> None:
-        self.now += timedelta(seconds=seconds)
 
 
 # -- the app ---------------------------------------------------------------------------------
@@ -564,11 +553,11 @@ def test_the_loop_keeps_ticking_while_a_save_waits_for_a_sqlite_lock(tmp_path):
 
         # The control: the same wait on the loop itself freezes the ticker.
         async def blocking_save() -> str:
-            return store.save(None, {"on": "the loop"})
+            return save(store, None, {"on": "the loop"})
 
         ticks, elapsed, key = w.run(ticks_during(blocking_save))
         assert elapsed >= 0.2 and ticks <= 2, (ticks, elapsed)
-        assert store.load(key) == {"on": "the loop"}
+        assert load(store, key) == {"on": "the loop"}
     finally:
         w.close()
         store.close()
@@ -711,7 +700,7 @@ def test_sessions_are_shared_with_the_wsgi_middleware_and_the_store(web):
         store=w.store,
     )
     key = login(w, user="asgi")
-    assert w.store.load(key) == {"user": "asgi"}
+    assert load(w.store, key) == {"user": "asgi"}
     wc = WSGIClient(wsgi, use_cookies=False)
     assert wc.get("/read", headers={"Cookie": f"sessionid={key}"}).json == {"data": {"user": "asgi"}}
     r = wc.get("/write", headers={"Cookie": f"sessionid={key}"})
@@ -719,7 +708,7 @@ def test_sessions_are_shared_with_the_wsgi_middleware_and_the_store(web):
     assert w.get("/read").json()["data"] == {"user": "asgi", "from": "wsgi"}
     other = cookie_attrs(WSGIClient(wsgi, use_cookies=False).get("/write").headers["Set-Cookie"])[1]
     assert w.raw("/read", cookie=f"sessionid={other}").json()["data"] == {"from": "wsgi"}
-    third = w.store.save(None, {"from": "store"})
+    third = save(w.store, None, {"from": "store"})
     assert w.raw("/read", cookie=f"sessionid={third}").json()["data"] == {"from": "store"}
 
 

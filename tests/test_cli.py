@@ -10,24 +10,9 @@ from click.testing import CliRunner
 
 from sessctl.cli import cli
 from sessctl.policy import EXPIRY_KEY, RESEND_KEY
+from helpers import save
 
 pytestmark = pytest.mark.usefixtures("isolated")  # no SESSCTL_* or sessctl.toml from the shell
-
-
-@pytest.fixture
-def run(settings):
-    """Run sessctl against the test's table, with the test secret in the environment."""
-
-    def run(*args, secret=settings.secret_key, env=None, input=None):
-        return CliRunner().invoke(
-            cli,
-            ["--db", settings.database_url, "--table", settings.table, *args],
-            env={"SESSCTL_SECRET_KEY": secret, **(env or {})},
-            input=input,
-            prog_name="sessctl",
-        )
-
-    return run
 
 
 def ok(result):
@@ -60,7 +45,7 @@ def test_init_creates_the_table_once(settings, run):
     store = SessionStore(settings)
     try:
         assert store.has_table()
-        key = store.save(None, {"a": 1})
+        key = save(store, None, {"a": 1})
         r = ok(run("init"))
         assert "already exists" in r.stderr
         assert store.get_row(key) is not None
@@ -76,7 +61,7 @@ def test_init_needs_no_secret(run):
 
 
 def test_list_shows_active_sessions_by_default(store, run):
-    live = store.save(None, {"user": 1})
+    live = save(store, None, {"user": 1})
     old = add_expired(store)
     r = ok(run("list"))
     assert live in r.stdout and old not in r.stdout
@@ -86,7 +71,7 @@ def test_list_shows_active_sessions_by_default(store, run):
 
 
 def test_list_states_and_limit(store, run):
-    live = [store.save(None, {"n": i}) for i in range(3)]
+    live = [save(store, None, {"n": i}) for i in range(3)]
     old = [add_expired(store, ago=timedelta(hours=i + 1)) for i in range(2)]
     assert set(_keys(ok(run("list", "--json")))) == set(live)
     assert set(_keys(ok(run("list", "--expired", "--json")))) == set(old)
@@ -96,10 +81,10 @@ def test_list_states_and_limit(store, run):
 
 
 def test_list_json_shape(store, run):
-    store.save(None, {"user": 1})
-    store.save(None, {"user": 2, EXPIRY_KEY: 0})
-    store.save(None, {"user": 3, EXPIRY_KEY: 600})
-    deadline = store.save(None, {EXPIRY_KEY: (store.now() + timedelta(hours=2)).isoformat()})
+    save(store, None, {"user": 1})
+    save(store, None, {"user": 2, EXPIRY_KEY: 0})
+    save(store, None, {"user": 3, EXPIRY_KEY: 600})
+    deadline = save(store, None, {EXPIRY_KEY: (store.now() + timedelta(hours=2)).isoformat()})
     items = json.loads(ok(run("list", "--json")).stdout)
     assert all(set(i) == {"key", "expire_date", "expired", "lifetime", "size"} for i in items)
     assert all(i["expired"] is False and isinstance(i["size"], int) for i in items)
@@ -121,8 +106,8 @@ def test_list_json_of_an_empty_table(store, run):
 
 
 def test_list_browser_close_and_unreadable(store, run):
-    store.save(None, {"user": 1})
-    closing = store.save(None, {"user": 2, EXPIRY_KEY: 0})
+    save(store, None, {"user": 1})
+    closing = save(store, None, {"user": 2, EXPIRY_KEY: 0})
     bad = store.create_row("not a session", store.now() + timedelta(hours=1))
     assert _keys(ok(run("list", "--browser-close", "--json"))) == [closing]
     items = {i["key"]: i for i in json.loads(ok(run("list", "--json")).stdout)}
@@ -130,7 +115,7 @@ def test_list_browser_close_and_unreadable(store, run):
 
 
 def test_list_needs_no_secret(store, run):
-    key = store.save(None, {"user": 1})
+    key = save(store, None, {"user": 1})
     assert key in ok(run("list", secret=None)).stdout
 
 
@@ -154,7 +139,7 @@ def _keys(result):
 
 
 def test_show_plain(store, run):
-    key = store.save(None, {"user": 42, "cart": ["a", "b"]})
+    key = save(store, None, {"user": 42, "cart": ["a", "b"]})
     r = ok(run("show", key))
     out = r.stdout
     assert f"key:       {key}" in out
@@ -165,7 +150,7 @@ def test_show_plain(store, run):
 
 
 def test_show_json(store, run):
-    key = store.save(None, {"user": 42, EXPIRY_KEY: 900})
+    key = save(store, None, {"user": 42, EXPIRY_KEY: 900})
     info = json.loads(ok(run("show", key, "--json")).stdout)
     assert info["key"] == key
     assert info["expired"] is False
@@ -185,14 +170,14 @@ def test_show_expired_row_is_marked(store, run):
 
 
 def test_show_data_is_never_markup(store, run):
-    key = store.save(None, {"note": "[/x] [bold]not markup[/bold] [link=x]"})
+    key = save(store, None, {"note": "[/x] [bold]not markup[/bold] [link=x]"})
     r = ok(run("show", key, env={"TTY_COMPATIBLE": "1", "COLUMNS": "120"}))
     assert "[/x] [bold]not markup[/bold] [link=x]" in r.stdout
     assert "╭" in r.stdout  # drawn by rich as a panel
 
 
 def test_show_no_verify_with_a_wrong_secret(store, run):
-    key = store.save(None, {"user": 1})
+    key = save(store, None, {"user": 1})
     r = ok(run("show", key, "--no-verify", secret="another-secret"))
     assert "verified:  NO" in r.stdout and '"user": 1' in r.stdout
     info = json.loads(ok(run("show", key, "--json", "--no-verify", secret=None)).stdout)
@@ -202,7 +187,7 @@ def test_show_no_verify_with_a_wrong_secret(store, run):
 
 
 def test_show_with_a_fallback_key(store, run):
-    key = store.save(None, {"user": 1})
+    key = save(store, None, {"user": 1})
     env = {"SESSCTL_SECRET_KEY_FALLBACKS": f"unrelated,{store.settings.secret_key}"}
     info = json.loads(ok(run("show", key, "--json", secret="rotated-key", env=env)).stdout)
     assert info["verified"] is True and info["data"] == {"user": 1}
@@ -245,7 +230,7 @@ def test_decode_no_verify(store, run):
     ("duration", "seconds"), [("3600", 3600), ("90m", 5400), ("2h", 7200), ("7d", 604800), ("1h30m", 5400)]
 )
 def test_set_life_gives_an_absolute_deadline(store, run, duration, seconds):
-    key = store.save(None, {"user": 1})
+    key = save(store, None, {"user": 1})
     before = store.now()
     r = ok(run("set-life", key, duration))
     assert f"session {key}: absolute" in r.stderr and r.stdout == ""
@@ -258,7 +243,7 @@ def test_set_life_gives_an_absolute_deadline(store, run, duration, seconds):
 
 
 def test_set_life_idle(store, run):
-    key = store.save(None, {"user": 1})
+    key = save(store, None, {"user": 1})
     ok(run("set-life", key, "30m", "--idle"))
     row = store.get_row(key)
     data = store.codec.decode(row.session_data)
@@ -282,7 +267,7 @@ def test_set_life_idle(store, run):
 def test_set_life_idle_forms(store, run, args, expiry, idle):
     from sessctl.policy import IDLE_KEY
 
-    key = store.save(None, {"user": 1})
+    key = save(store, None, {"user": 1})
     if expiry == "bad usage":
         # `--idle --` is the bare flag, so 1800 is one argument too many.
         r = run("set-life", key, *args)
@@ -312,7 +297,7 @@ def test_set_life_idle_forms(store, run, args, expiry, idle):
     ],
 )
 def test_set_life_idle_usage_errors(store, run, args, message):
-    key = store.save(None, {"user": 1})
+    key = save(store, None, {"user": 1})
     before = store.get_row(key)
     r = run("set-life", key, *args)
     assert r.exit_code == 2 and message in r.stderr, r.output
@@ -320,7 +305,7 @@ def test_set_life_idle_usage_errors(store, run, args, message):
 
 
 def test_lifetime_with_both_limits_is_shown_everywhere(store, run):
-    key = store.save(None, {"user": 1})
+    key = save(store, None, {"user": 1})
     ok(run("set-life", key, "8h", "--idle", "30m"))
     assert "or after 30m idle" in ok(run("show", key)).stdout
     line = next(line for line in ok(run("list")).stdout.splitlines() if line.startswith(key))
@@ -332,7 +317,7 @@ def test_lifetime_with_both_limits_is_shown_everywhere(store, run):
 
 
 def test_till_browser_close_and_reset_life(store, run):
-    key = store.save(None, {"user": 1, EXPIRY_KEY: 60})
+    key = save(store, None, {"user": 1, EXPIRY_KEY: 60})
     assert close_to(store.get_row(key).expire_date, store.now() + timedelta(seconds=60))
     age = timedelta(seconds=store.settings.cookie_age)
 
@@ -357,14 +342,14 @@ def test_till_browser_close_and_reset_life(store, run):
 
 
 def test_delete_some_keys(store, run):
-    keys = [store.save(None, {"n": i}) for i in range(3)]
+    keys = [save(store, None, {"n": i}) for i in range(3)]
     r = ok(run("delete", keys[0], keys[1], keys[0]))
     assert "deleted 2 sessions" in r.stderr
     assert set(rows(store)) == {keys[2]}
 
 
 def test_delete_mix_of_existing_and_missing(store, run):
-    keys = [store.save(None, {"n": i}) for i in range(2)]
+    keys = [save(store, None, {"n": i}) for i in range(2)]
     r = run("delete", keys[0], "missingkey0001", keys[1], "missingkey0002", secret=None)
     assert r.exit_code == 1, r.output
     assert rows(store) == {}
@@ -377,7 +362,7 @@ def test_delete_mix_of_existing_and_missing(store, run):
 
 
 def test_purge_deletes_exactly_the_expired_rows(store, run):
-    live = {store.save(None, {"n": i}) for i in range(2)}
+    live = {save(store, None, {"n": i}) for i in range(2)}
     old = {add_expired(store, ago=timedelta(minutes=i + 1)) for i in range(5)}
 
     r = ok(run("purge", "--expired", "--dry-run", "--json"))
@@ -442,7 +427,7 @@ def test_purge_exits_0_when_another_purge_holds_the_lock(store, run):
 
 
 def test_purge_all(store, run):
-    store.save(None, {"n": 1})
+    save(store, None, {"n": 1})
     add_expired(store)
     r = ok(run("purge", "--all", "--dry-run", "--json"))
     assert json.loads(r.stdout)["would_delete"] == 2 and len(rows(store)) == 2
@@ -464,10 +449,10 @@ def test_quiet_purge_prints_nothing(store, run):
 
 
 def test_stats_json(store, run):
-    store.save(None, {"n": 1})
-    store.save(None, {"n": 2, EXPIRY_KEY: 0})
-    store.save(None, {"n": 3, EXPIRY_KEY: 1800})
-    store.save(None, {"n": 4, EXPIRY_KEY: (store.now() + timedelta(hours=12)).isoformat()})
+    save(store, None, {"n": 1})
+    save(store, None, {"n": 2, EXPIRY_KEY: 0})
+    save(store, None, {"n": 3, EXPIRY_KEY: 1800})
+    save(store, None, {"n": 4, EXPIRY_KEY: (store.now() + timedelta(hours=12)).isoformat()})
     store.create_row("garbage", store.now() + timedelta(days=3))
     add_expired(store)
     report = json.loads(ok(run("stats", "--json", secret=None)).stdout)
@@ -480,7 +465,7 @@ def test_stats_json(store, run):
 
 
 def test_stats_plain_and_rich(store, run):
-    store.save(None, {"n": 1})
+    save(store, None, {"n": 1})
     add_expired(store)
     out = ok(run("stats")).stdout
     assert "  total           2" in out and "  expired         1" in out
@@ -502,7 +487,7 @@ def test_version():
 
 
 def test_settings_come_from_env_then_flags(store, run, tmp_path):
-    key = store.save(None, {"n": 1})
+    key = save(store, None, {"n": 1})
     env = {"SESSCTL_DB": store.settings.database_url, "SESSCTL_TABLE": store.settings.table}
     r = CliRunner().invoke(cli, ["list", "--json"], env=env)
     assert r.exit_code == 0, r.output
@@ -515,7 +500,7 @@ def test_settings_come_from_env_then_flags(store, run, tmp_path):
 
 
 def test_settings_from_a_config_file(store, tmp_path):
-    key = store.save(None, {"n": 1})
+    key = save(store, None, {"n": 1})
     secret_file = tmp_path / "secret"
     secret_file.write_text(f"{store.settings.secret_key}\n")
     (tmp_path / "sessctl.toml").write_text(

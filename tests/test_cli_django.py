@@ -3,18 +3,13 @@
 from __future__ import annotations
 
 import json
-import subprocess
-import sys
 from datetime import datetime, timedelta, timezone
-from pathlib import Path
 
 import pytest
-from click.testing import CliRunner
 
-from sessctl.cli import cli
+from helpers import django as peer
 
 pytest.importorskip("django")
-PEER = Path(__file__).with_name("django_peer.py")
 
 pytestmark = pytest.mark.usefixtures("isolated")  # no SESSCTL_* or sessctl.toml from the shell
 
@@ -24,47 +19,27 @@ def django(settings):
     """Run one django_peer command on the test's database and table."""
 
     def django(*args):
-        out = subprocess.run(
-            [sys.executable, str(PEER), "--db", settings.database_url, "--secret", settings.secret_key,
-             "--table", settings.table, *args],
-            capture_output=True, text=True, timeout=120,
-        )
-        assert out.returncode == 0, out.stderr
-        return json.loads(out.stdout)
+        return peer(settings, *args)
 
     django("migrate")
     return django
 
 
-@pytest.fixture
-def run(settings):
-    def run(*args, code=0):
-        r = CliRunner().invoke(
-            cli,
-            ["--db", settings.database_url, "--table", settings.table, *args],
-            env={"SESSCTL_SECRET_KEY": settings.secret_key},
-        )
-        assert r.exit_code == code, r.output
-        return r
-
-    return run
-
-
-def test_django_database_as_it_is(django, run):
+def test_django_database_as_it_is(django, run_ok):
     plain = django("create", "--data", '{"user": 1, "name": "Zoë"}')["key"]
     idle = django("create", "--data", '{"user": 2}', "--expiry", "600")["key"]
     gone = django("create", "--data", '{"user": 3}', "--expiry", "-10")["key"]  # already expired
 
-    assert "already exists" in run("init").stderr  # Django's table is left as it is
+    assert "already exists" in run_ok("init").stderr  # Django's table is left as it is
 
-    info = json.loads(run("show", plain, "--json").stdout)
+    info = json.loads(run_ok("show", plain, "--json").stdout)
     assert info["data"] == {"user": 1, "name": "Zoë"} and info["verified"] is True
     assert info["lifetime"] == {"kind": "default"}
-    assert json.loads(run("show", idle, "--json").stdout)["lifetime"] == {"kind": "idle", "seconds": 600}
-    assert json.loads(run("show", gone, "--json").stdout)["expired"] is True
-    assert [i["key"] for i in json.loads(run("list", "--expired", "--json").stdout)] == [gone]
+    assert json.loads(run_ok("show", idle, "--json").stdout)["lifetime"] == {"kind": "idle", "seconds": 600}
+    assert json.loads(run_ok("show", gone, "--json").stdout)["expired"] is True
+    assert [i["key"] for i in json.loads(run_ok("list", "--expired", "--json").stdout)] == [gone]
 
-    run("set-life", plain, "2h")
+    run_ok("set-life", plain, "2h")
     seen = django("load", "--key", plain)
     assert seen["exists"] and seen["data"]["user"] == 1 and seen["data"]["name"] == "Zoë"
     assert 7190 <= seen["expiry_age"] <= 7200
@@ -72,25 +47,25 @@ def test_django_database_as_it_is(django, run):
     assert abs(deadline - (datetime.now(timezone.utc) + timedelta(hours=2))) < timedelta(seconds=60)
     assert datetime.fromisoformat(django("row", "--key", plain)["expire_date"]) == deadline
 
-    run("till-browser-close", idle)
+    run_ok("till-browser-close", idle)
     seen = django("load", "--key", idle)
     assert seen["browser_close"] is True and seen["data"]["user"] == 2
 
-    run("reset-life", idle)
+    run_ok("reset-life", idle)
     seen = django("load", "--key", idle)
     assert seen["browser_close"] is False and seen["expiry_age"] == 1209600
 
-    report = json.loads(run("purge", "--expired", "--json").stdout)
+    report = json.loads(run_ok("purge", "--expired", "--json").stdout)
     assert report["deleted"] == 1
     assert django("row", "--key", gone)["found"] is False
     assert django("load", "--key", plain)["exists"] and django("load", "--key", idle)["exists"]
     assert django("clear-expired")["remaining"] == 2  # nothing left for Django's own purge
 
 
-def test_a_session_django_changes_after_set_life(django, run):
+def test_a_session_django_changes_after_set_life(django, run_ok):
     key = django("create", "--data", '{"cart": [1, 2]}')["key"]
-    run("set-life", key, "90m", "--idle")
+    run_ok("set-life", key, "90m", "--idle")
     django("set-item", "--key", key, "--name", "cart", "--value", "[1, 2, 3]")
-    info = json.loads(run("show", key, "--json").stdout)
+    info = json.loads(run_ok("show", key, "--json").stdout)
     assert info["data"]["cart"] == [1, 2, 3]
     assert info["lifetime"] == {"kind": "idle", "seconds": 5400}

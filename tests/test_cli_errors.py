@@ -10,6 +10,7 @@ import pytest
 from click.testing import CliRunner
 
 from sessctl.cli import cli
+from helpers import save, snapshot
 
 pytestmark = pytest.mark.usefixtures("isolated")  # no SESSCTL_* or sessctl.toml from the shell
 UNREACHABLE = {
@@ -31,17 +32,6 @@ DB_COMMANDS = [
 ]
 
 
-@pytest.fixture
-def run(settings):
-    def run(*args, secret=settings.secret_key, env=None, db=True):
-        prefix = ["--db", settings.database_url, "--table", settings.table] if db else []
-        return CliRunner().invoke(
-            cli, [*prefix, *args], env={"SESSCTL_SECRET_KEY": secret, **(env or {})}, prog_name="sessctl"
-        )
-
-    return run
-
-
 def fails(result, *fragments, code=1):
     """Exit ``code``; for 1, exactly one `Error: ...` line on stderr, with each fragment, and no traceback."""
     assert result.exit_code == code, result.output
@@ -57,15 +47,11 @@ def fails(result, *fragments, code=1):
     return line
 
 
-def snapshot(store):
-    return {r.key: (r.session_data, r.expire_date) for r in store.iter_rows("all")}
-
-
 @pytest.fixture
 def sessions(store):
     """A live session, an expired one and an undecodable one; the test checks they never change."""
     keys = {
-        "live": store.save(None, {"user": 1}),
+        "live": save(store, None, {"user": 1}),
         "old": store.create_row(store.codec.encode({"user": 2}), store.now() - timedelta(hours=1)),
         "bad": store.create_row("this is not a session", store.now() + timedelta(hours=1)),
     }
@@ -183,7 +169,7 @@ def test_decode_with_a_wrong_secret(store, run):
 
 def test_secret_is_never_printed_even_with_debug(store, run, monkeypatch):
     secret = store.settings.secret_key
-    key = store.save(None, {"user": 1})
+    key = save(store, None, {"user": 1})
     for args in (["show", key], ["set-life", key, "1h"], ["stats"], ["show", "nosuchkey0001"]):
         r = run("--debug", *args)
         assert "debug: database" in r.stderr and "secret key set" in r.stderr

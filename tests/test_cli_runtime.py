@@ -8,10 +8,8 @@ import re
 from datetime import timedelta
 
 import pytest
-from click.testing import CliRunner
 
 from sessctl import SessionMiddleware
-from sessctl.cli import cli
 
 pytestmark = pytest.mark.usefixtures("isolated")  # no SESSCTL_* or sessctl.toml from the shell
 
@@ -53,64 +51,51 @@ def max_age(set_cookie):
     return None if found is None else int(found.group(1))
 
 
-@pytest.fixture
-def run(store):
-    def run(*args):
-        s = store.settings
-        r = CliRunner().invoke(
-            cli, ["--db", s.database_url, "--table", s.table, *args], env={"SESSCTL_SECRET_KEY": s.secret_key}
-        )
-        assert r.exit_code == 0, r.output
-        return r
-
-    return run
-
-
-def test_lifetime_changes_reach_the_next_response(store, run):
+def test_lifetime_changes_reach_the_next_response(store, run_ok):
     browser = Browser(SessionMiddleware(view, store=store))
     data, cookie = browser.get("/login")
     key = browser.cookie
     assert key and max_age(cookie) == store.settings.cookie_age
 
-    run("set-life", key, "2h")
+    run_ok("set-life", key, "2h")
     data, cookie = browser.get("/")
     assert data == {"user": "alice"}
     assert cookie is not None and 7190 <= max_age(cookie) <= 7200
     assert browser.get("/")[1] is None  # re-sent once, then quiet again
 
-    run("till-browser-close", key)
+    run_ok("till-browser-close", key)
     data, cookie = browser.get("/")
     assert data == {"user": "alice"} and cookie.startswith(f"sessionid={key}")
     assert "Max-Age" not in cookie and "expires" not in cookie
 
-    run("set-life", key, "10m", "--idle")
+    run_ok("set-life", key, "10m", "--idle")
     assert max_age(browser.get("/")[1]) == 600
 
-    run("reset-life", key)
+    run_ok("reset-life", key)
     assert max_age(browser.get("/")[1]) == store.settings.cookie_age
 
-    info = json.loads(run("show", key, "--json").stdout)
+    info = json.loads(run_ok("show", key, "--json").stdout)
     assert info["lifetime"] == {"kind": "default"} and info["data"] == {"user": "alice"}
 
 
-def test_delete_logs_the_browser_out(store, run):
+def test_delete_logs_the_browser_out(store, run_ok):
     browser = Browser(SessionMiddleware(view, store=store))
     browser.get("/login")
-    run("delete", browser.cookie)
+    run_ok("delete", browser.cookie)
     data, cookie = browser.get("/")
     assert data == {"user": None}
     assert cookie is not None and cookie.startswith('sessionid=""')
 
 
-def test_purge_removes_what_the_app_no_longer_sees(store, run):
+def test_purge_removes_what_the_app_no_longer_sees(store, run_ok):
     app = SessionMiddleware(view, store=store)
     stale, fresh = Browser(app), Browser(app)
     stale.get("/login")
     fresh.get("/login")
     row = store.get_row(stale.cookie)
     store.swap_row(row, row.session_data, store.now() - timedelta(seconds=1))  # its time has come
-    assert json.loads(run("stats", "--json").stdout)["expired"] == 1
-    report = json.loads(run("purge", "--expired", "--json").stdout)
+    assert json.loads(run_ok("stats", "--json").stdout)["expired"] == 1
+    report = json.loads(run_ok("purge", "--expired", "--json").stdout)
     assert report["deleted"] == 1
     assert stale.get("/")[0] == {"user": None}
     assert fresh.get("/")[0] == {"user": "alice"}

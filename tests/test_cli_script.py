@@ -11,6 +11,7 @@ from datetime import datetime, timedelta, timezone
 from pathlib import Path
 
 import pytest
+from helpers import save
 
 SCRIPT = Path(sys.executable).with_name("sessctl")
 KEY = "k" * 32
@@ -78,7 +79,7 @@ def test_end_to_end(settings, tmp_path):
 
     store = SessionStore(settings)
     try:
-        live = store.save(None, {"user": 1})
+        live = save(store, None, {"user": 1})
         old = store.create_row(store.codec.encode({"user": 2}), store.now() - timedelta(hours=1))
 
         r = sessctl("list", "--all", "--json", env=env, cwd=tmp_path)
@@ -125,7 +126,7 @@ def test_config_file_in_the_working_folder(tmp_path):
 
     store = SessionStore(Settings(database_url=f"sqlite:///{tmp_path / 'cfg.db'}", secret_key="file-secret"))
     try:
-        key = store.save(None, {"via": "config"})
+        key = save(store, None, {"via": "config"})
     finally:
         store.close()
     # From another folder, --config finds the same database: paths are relative to the file.

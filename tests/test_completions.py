@@ -12,6 +12,7 @@ import pytest
 from click.testing import CliRunner
 
 from sessctl.cli import cli
+from helpers import save
 
 ROOT = Path(__file__).resolve().parent.parent
 SHELLS = ["bash", "zsh", "fish"]
@@ -52,7 +53,7 @@ def test_command_names():
 
 
 def test_keys_complete_from_the_database(store):
-    keys = sorted(store.save(None, {"n": i}) for i in range(3))
+    keys = sorted(save(store, None, {"n": i}) for i in range(3))
     db = ["--db", store.settings.database_url, "--table", store.settings.table]
     assert complete([*db, "show", ""]) == keys
     assert complete([*db, "show", keys[1][:6]]) == [k for k in keys if k.startswith(keys[1][:6])]

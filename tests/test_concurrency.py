@@ -10,22 +10,15 @@ from __future__ import annotations
 
 import threading
 from collections import Counter
-from concurrent.futures import ThreadPoolExecutor
 from datetime import datetime, timedelta, timezone
 
 from httpserver import cookie_attrs, raw_get
 from sessctl.policy import EXPIRY_KEY, RESEND_KEY
-from test_middleware import DELETION, Web, login, log, web  # noqa: F401  (fixtures)
+from helpers import AGE, DELETION, run_together
+from test_middleware import Web, login, log, web  # noqa: F401  (fixtures)
 
 UTC = timezone.utc
-AGE = 1209600
 WAIT = 15  # seconds; a hung view fails the test instead of hanging the run
-
-
-def run_together(*calls):
-    with ThreadPoolExecutor(len(calls)) as pool:
-        futures = [pool.submit(call) for call in calls]
-        return [f.result(timeout=60) for f in futures]
 
 
 def overlapping_writes(n):

@@ -8,31 +8,19 @@ from __future__ import annotations
 
 import json
 import re
-import subprocess
-import sys
 from datetime import datetime, timedelta, timezone
-from pathlib import Path
 
 import pytest
 
-from sessctl import Settings, SessionStore, TILL_BROWSER_CLOSE
+from sessctl import SessionStore, TILL_BROWSER_CLOSE
 from sessctl.middleware import SessionMiddleware
 from sessctl.policy import EXPIRY_KEY, lifetime_of
 
-from conftest import SECRET
+from helpers import SECRET, django
+from helpers import save, load
+from sessctl.session import Session
 
-PEER = Path(__file__).with_name("django_peer.py")
 UTC = timezone.utc
-
-
-def django(settings: Settings, *args: str, fallbacks: tuple[str, ...] = ()) -> dict:
-    cmd = [sys.executable, str(PEER), "--db", settings.database_url, "--secret", settings.secret_key or ""]
-    for fb in fallbacks:
-        cmd += ["--fallback", fb]
-    cmd += ["--table", settings.table, *args]
-    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=60)
-    assert proc.returncode == 0, proc.stderr
-    return json.loads(proc.stdout)
 
 
 def iso(text: str) -> datetime:
@@ -59,11 +47,11 @@ def test_django_sessions_load_here(django_table, expiry, kind):
     try:
         row = store.load_row(made["key"])
         assert row is not None and row.expire_date == iso(made["expire_date"])
-        loaded = store.load(made["key"])
+        loaded = load(store, made["key"])
         assert loaded is not None
         assert {k: v for k, v in loaded.items() if k != EXPIRY_KEY} == data
         assert lifetime_of(loaded).kind == kind
-        session = store.session(made["key"])
+        session = Session(store, made["key"])
         oracle = django(settings, "load", "--key", made["key"])
         assert session.get_expire_at_browser_close() == oracle["browser_close"]
         assert abs(session.get_expiry_age() - oracle["expiry_age"]) <= 2
@@ -77,7 +65,7 @@ def test_django_sessions_load_here(django_table, expiry, kind):
     ids=["default", "browser-close", "absolute", "idle"],
 )
 def test_our_sessions_load_in_django(store, life):
-    session = store.session()
+    session = Session(store)
     session["user"] = 7
     session["greeting"] = "héllo [b]markup[/b]"
     if isinstance(life, tuple):
@@ -94,10 +82,10 @@ def test_our_sessions_load_in_django(store, life):
 
 
 def test_django_writes_to_our_session_and_we_see_it(store):
-    key = store.save(None, {"a": 1})
+    key = save(store, None, {"a": 1})
     written = django(store.settings, "set-item", "--key", key, "--name", "b", "--value", '"from django"')
     assert written["key"] == key
-    assert store.load(key) == {"a": 1, "b": "from django"}
+    assert load(store, key) == {"a": 1, "b": "from django"}
 
 
 def test_encoding_is_identical_to_djangos(settings):
@@ -116,8 +104,8 @@ def test_fallback_key_rotation_both_ways(settings):
     rotated = settings.replace(secret_key="the-new-key", secret_key_fallbacks=("the-old-key",))
     store = SessionStore(rotated)
     try:
-        assert store.load(made["key"]) == {"k": "v"}
-        store.save(made["key"], {"k": "v2"})  # re-signed with the new key
+        assert load(store, made["key"]) == {"k": "v"}
+        save(store, made["key"], {"k": "v2"})  # re-signed with the new key
     finally:
         store.close()
     assert django(rotated, "load", "--key", made["key"])["data"] == {"k": "v2"}
@@ -159,10 +147,10 @@ def test_our_table_is_djangos_table(settings, tmp_path, backend):
 
 
 def test_purge_and_clearsessions_agree(store):
-    live = [store.save(None, {"i": i}) for i in range(3)]
+    live = [save(store, None, {"i": i}) for i in range(3)]
     dead = []
     for i in range(4):
-        s = store.session()
+        s = Session(store)
         s["i"] = i
         s.set_expiry(-3600)  # Django's own way to make an expired session
         dead.append(s.save())
@@ -170,7 +158,7 @@ def test_purge_and_clearsessions_agree(store):
     result = django(store.settings, "clear-expired")
     assert result["remaining"] == len(live)
     for k in live:
-        assert store.load(k) is not None
+        assert load(store, k) is not None
     for k in dead:
         assert store.get_row(k) is None
 
@@ -185,7 +173,7 @@ def _mask(header: str) -> str:
     [("write", None), ("set-expiry", "0"), ("set-expiry", "3600"), ("flush", None)],
 )
 def test_cookie_headers_match_djangos(store, action, expiry):
-    key = store.save(None, {"seed": 1})
+    key = save(store, None, {"seed": 1})
     args = ["middleware", "--cookie", key, "--action", action] + (["--expiry", expiry] if expiry else [])
     theirs = django(store.settings, *args)
 
@@ -206,7 +194,7 @@ def test_cookie_headers_match_djangos(store, action, expiry):
         headers.update({})
         headers["all"] = hdrs
 
-    key2 = store.save(None, {"seed": 1})
+    key2 = save(store, None, {"seed": 1})
     list(SessionMiddleware(app, store=store)({"HTTP_COOKIE": f"sessionid={key2}"}, start_response))
     ours = [v for n, v in headers["all"] if n == "Set-Cookie"]
     assert len(ours) == 1

@@ -45,41 +45,11 @@ from sessctl import SessionMiddleware, SessionStore
 from sessctl.cli import cli
 from sessctl.codec import Codec, CodecError, decode_unverified
 from sessctl.middleware import parse_cookie
+from helpers import KEY_RE, fill, invoke, load, popen, save, sessctl, snapshot
 
-SCRIPT = Path(sys.executable).with_name("sessctl")
-KEY_RE = re.compile(r"[a-z0-9]{32}")
 ERROR_LINE = re.compile(r"Error: \S.*\n")
 
-
-@pytest.fixture(autouse=True)
-def isolated(monkeypatch, tmp_path):
-    monkeypatch.chdir(tmp_path)
-    for var in list(os.environ):
-        if var.startswith(("SESSCTL_", "TTY_", "FORCE_COLOR")) and not var.startswith("SESSCTL_TEST_"):
-            monkeypatch.delenv(var)
-
-
-def sessctl_env(settings, **extra) -> dict[str, str]:
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("SESSCTL_", "_SESSCTL_", "TTY_", "FORCE_COLOR"))}
-    env.update(SESSCTL_DB=settings.database_url, SESSCTL_TABLE=settings.table, SESSCTL_SECRET_KEY=settings.secret_key)
-    env.update(extra)
-    return env
-
-
-def sessctl(settings, *args, timeout=60, input=None) -> subprocess.CompletedProcess:
-    if not SCRIPT.exists():
-        pytest.skip(f"the sessctl console script is not installed next to {sys.executable}")
-    return subprocess.run(
-        [str(SCRIPT), *args], capture_output=True, text=True, env=sessctl_env(settings), timeout=timeout, input=input
-    )
-
-
-def popen(settings, *args) -> subprocess.Popen:
-    if not SCRIPT.exists():
-        pytest.skip(f"the sessctl console script is not installed next to {sys.executable}")
-    return subprocess.Popen(
-        [str(SCRIPT), *args], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=sessctl_env(settings)
-    )
+pytestmark = pytest.mark.usefixtures("isolated")
 
 
 def one_error_line(stderr: str, *fragments: str) -> str:
@@ -90,34 +60,10 @@ def one_error_line(stderr: str, *fragments: str) -> str:
     return stderr
 
 
-def snapshot(store) -> dict[str, tuple[str, object]]:
-    return {r.key: (r.session_data, r.expire_date) for r in store.iter_rows("all")}
-
-
-def fill(store, *, expired: int, live: int) -> dict[str, tuple[str, object]]:
-    """Bulk-insert ``expired`` expired rows and ``live`` live ones; returns the live rows."""
-    from sqlalchemy import insert
-
-    from sessctl.store import new_key
-
-    now = store.now()
-    old = store.codec.encode({"user": "gone"})
-    rows = [{"session_key": new_key(), "session_data": old, "expire_date": now - timedelta(seconds=1 + i)}
-            for i in range(expired)]
-    alive = {}
-    for i in range(live):
-        key = new_key()
-        alive[key] = store.codec.encode({"user": i})
-        rows.append({"session_key": key, "session_data": alive[key], "expire_date": now + timedelta(hours=1, seconds=i)})
-    with store.engine.begin() as conn:
-        for start in range(0, len(rows), 1000):
-            conn.execute(insert(store.table), rows[start:start + 1000])
-    return {k: v for k, v in snapshot(store).items() if k in alive}
-
-
 # -- kill -9 of purge --------------------------------------------------------------------------
 
 
+@pytest.mark.scenario("kill -9 of purge, then re-run")
 def test_purge_killed_at_random_moments_then_rerun(store, backend):
     seed = int(os.environ.get("SESSCTL_FAULT_SEED", random.randrange(1 << 30)))
     rng = random.Random(seed)
@@ -267,6 +213,7 @@ SERVER_COMMANDS = {
 }
 
 
+@pytest.mark.scenario("database goes away mid-command")
 @pytest.mark.parametrize("backend", ["postgres", "mysql"])
 @pytest.mark.parametrize("command", list(SERVER_COMMANDS))
 def test_server_gone_mid_command_is_one_error_line(store, command):
@@ -287,6 +234,7 @@ def test_server_gone_mid_command_is_one_error_line(store, command):
         assert "Traceback" not in r.stdout
 
 
+@pytest.mark.scenario("database goes away mid-purge")
 @pytest.mark.parametrize("backend", ["postgres", "mysql"])
 def test_server_gone_mid_purge_is_one_error_line_and_a_rerun_finishes(store):
     live = fill(store, expired=3000, live=50)
@@ -315,6 +263,7 @@ def wait_for_progress(store, proc, below: int, timeout: float = 30) -> None:
     assert proc.poll() is None, "purge ended before the fault"
 
 
+@pytest.mark.scenario("SQLite file goes away mid-purge")
 @pytest.mark.parametrize("backend", ["sqlite"])
 @pytest.mark.parametrize("how", ["removed", "replaced", "truncated"])
 def test_sqlite_file_removed_replaced_or_truncated_mid_purge(store, how, tmp_path):
@@ -382,7 +331,7 @@ WRITES = [["delete", "{key}"], ["set-life", "{key}", "1h"], ["till-browser-close
 
 @pytest.mark.parametrize("backend", ["sqlite"])
 def test_read_only_sqlite_file(store):
-    key = store.save(None, {"user": 1})
+    key = save(store, None, {"user": 1})
     store.create_row(store.codec.encode({"old": 1}), store.now() - timedelta(hours=1))
     store.close()  # a clean close checkpoints the WAL and removes -wal and -shm
     path = sqlite_path(store.settings)
@@ -404,7 +353,7 @@ def test_read_only_sqlite_file(store):
 
 @pytest.mark.parametrize("backend", ["sqlite"])
 def test_read_only_sqlite_file_and_folder(store):
-    key = store.save(None, {"user": 1})
+    key = save(store, None, {"user": 1})
     store.close()
     path = sqlite_path(store.settings)
     before = snapshot(store)
@@ -451,8 +400,8 @@ def test_full_disk_sqlite(tmp_path):
         settings = Settings(database_url=f"sqlite:///{disk / 'sessions.db'}", secret_key="full-disk-secret")
         app = SessionStore(settings)
         app.create_table()
-        small = app.save(None, {"user": 1})
-        big = app.save(None, {"blob": random.Random(0).randbytes(60_000).hex()})
+        small = save(app, None, {"user": 1})
+        big = save(app, None, {"blob": random.Random(0).randbytes(60_000).hex()})
         before = snapshot(app)
         app.close()  # a clean close removes -wal and -shm
         fill_up(disk)
@@ -465,7 +414,7 @@ def test_full_disk_sqlite(tmp_path):
         os.remove(disk / "filler")
         app = SessionStore(settings)  # the app, running: it keeps the database (and its WAL) open
         try:
-            assert app.load(small) == {"user": 1}
+            assert load(app, small) == {"user": 1}
             fill_up(disk)
             # A write that needs room: one clear line, exit 1, and the session as it was.
             r = sessctl(settings, "set-life", big, "1h")
@@ -500,10 +449,11 @@ def test_parse_cookie_never_raises(header, name):
     assert value is None or (isinstance(value, str) and value in header)
 
 
+@pytest.mark.scenario("hostile Cookie headers")
 def test_middleware_never_fails_on_any_cookie_header(store):
     """Arbitrary Cookie headers, on the wire and straight into the WSGI environ: always a 200
     from our code, and a session key is only ever one we made (none from the header)."""
-    live = store.save(None, {"user": "known"})
+    live = save(store, None, {"user": "known"})
 
     def view(session, environ):
         name = environ.get("QUERY_STRING") or "x"
@@ -574,19 +524,13 @@ HOSTILE = {
 RAW_SEQUENCES = ["\x1b[31mred", "\x1b]8;;https", "\x1b[2J", "\x9b31m", "\u202e", "\x07", "\x00", "\r", "\x7f"]
 
 
-def invoke(settings, *args, env=None, input=None):
-    return CliRunner().invoke(
-        cli, ["--db", settings.database_url, "--table", settings.table, *args],
-        env={"SESSCTL_SECRET_KEY": settings.secret_key, **(env or {})}, input=input,
-    )
-
-
+@pytest.mark.scenario("hostile session data printed")
 def test_hostile_data_prints_safely(store):
-    key = store.save(None, HOSTILE)
+    key = save(store, None, HOSTILE)
     value = store.get_row(key).session_data
     assert len(value) > 1_000_000
     rich = {"TTY_COMPATIBLE": "1", "COLUMNS": "120"}
-    small = store.save(None, {k: v for k, v in HOSTILE.items() if k != "huge"})  # rich wraps 1 MB slowly
+    small = save(store, None, {k: v for k, v in HOSTILE.items() if k != "huge"})  # rich wraps 1 MB slowly
     outputs = {
         "show": invoke(store.settings, "show", key),
         "show (terminal)": invoke(store.settings, "show", small, env=rich),
@@ -629,7 +573,7 @@ def test_hostile_session_key_in_the_table_prints_safely(store):
 @pytest.mark.parametrize("backend", ["sqlite"])
 def test_non_ascii_data_on_a_narrow_output_encoding(store):
     """stdout in latin-1 (an old locale): what it cannot hold is written as JSON escapes."""
-    key = store.save(None, {"name": "Zoë 日本語 🎉"})
+    key = save(store, None, {"name": "Zoë 日本語 🎉"})
     s = store.settings
     r = CliRunner(charset="latin-1").invoke(
         cli, ["--db", s.database_url, "--table", s.table, "show", key], env={"SESSCTL_SECRET_KEY": s.secret_key}
@@ -694,6 +638,7 @@ def test_a_view_storing_too_deep_data_leaves_the_session_as_it_was(store):
         server.assert_no_errors()
 
 
+@pytest.mark.scenario("JSON too deep to parse, in the app")
 def test_a_row_too_deep_to_parse_is_a_fresh_session_not_a_500(store):
     """Signed with our key but deeper than this process parses: not trusted, never a crash."""
     key = store.create_row(signed_by_a_deeper_peer(store.codec, nest(5000)), store.now() + timedelta(hours=1))

@@ -24,22 +24,12 @@ from sessctl.config import ConfigError
 from sessctl.flask import FlaskSession, SessctlSessionInterface, install
 from sessctl.policy import EXPIRY_KEY, RESEND_KEY
 from sessctl.store import new_key
+from helpers import AGE, DELETION, KEY_RE, Clock, save, load
 
 UTC = timezone.utc
-AGE = 1209600
-KEY_RE = re.compile(r"[a-z0-9]{32}")
-DELETION = 'sessionid=""; expires=Thu, 01 Jan 1970 00:00:00 GMT; Max-Age=0; Path=/; SameSite=Lax'
 
 
-class Clock:
-    def __init__(self) -> None:
-        self.now = datetime.now(UTC).replace(microsecond=0)
 
-    def __call__(self) -> datetime:
-        return self.now
-
-    def advance(self, seconds: float) -> None:
-        self.now += timedelta(seconds=seconds)
 
 
 def build_app(store: SessionStore) -> Flask:
@@ -559,7 +549,7 @@ def test_sessions_are_shared_with_the_wsgi_middleware_and_the_store(web):
     )
     # Flask -> WSGI middleware and store
     key = login(w, user="flask")
-    assert w.store.load(key) == {"user": "flask"}
+    assert load(w.store, key) == {"user": "flask"}
     wc = WSGIClient(wsgi, use_cookies=False)
     r = wc.get("/read", headers={"Cookie": f"sessionid={key}"})
     assert r.json == {"data": {"user": "flask"}}
@@ -571,7 +561,7 @@ def test_sessions_are_shared_with_the_wsgi_middleware_and_the_store(web):
     other = cookie_attrs(r.headers["Set-Cookie"])[1]
     assert w.raw("/read", cookie=f"sessionid={other}").json["data"] == {"from": "wsgi"}
     # store -> Flask
-    third = w.store.save(None, {"from": "store"})
+    third = save(w.store, None, {"from": "store"})
     assert w.raw("/read", cookie=f"sessionid={third}").json["data"] == {"from": "store"}
 
 

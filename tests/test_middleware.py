@@ -21,22 +21,12 @@ from httpserver import Client, Response, Server, StatementLog, cookie_attrs, raw
 from sessctl import SessionMiddleware, SessionStore, TILL_BROWSER_CLOSE
 from sessctl.policy import EXPIRY_KEY
 from sessctl.store import new_key
+from helpers import AGE, DELETION, KEY_RE, Clock, save
 
 UTC = timezone.utc
-AGE = 1209600
-KEY_RE = re.compile(r"[a-z0-9]{32}")
-DELETION = 'sessionid=""; expires=Thu, 01 Jan 1970 00:00:00 GMT; Max-Age=0; Path=/; SameSite=Lax'
 
 
-class Clock:
-    def __init__(self) -> None:
-        self.now = datetime.now(UTC).replace(microsecond=0)
 
-    def __call__(self) -> datetime:
-        return self.now
-
-    def advance(self, seconds: float) -> None:
-        self.now += timedelta(seconds=seconds)
 
 
 @dataclass
@@ -697,7 +687,7 @@ def test_tampered_row_is_fresh(web):
 def test_row_signed_with_another_secret_is_fresh(web, store):
     w = web()
     other = SessionStore(store.settings.replace(secret_key="not-ours"), engine=store.engine)
-    key = other.save(None, {"user": "admin"})
+    key = save(other, None, {"user": "admin"})
     r = w.raw("/read", cookie=f"sessionid={key}")
     assert r.status == 200 and r.json() == {"data": {}, "key": None}
 

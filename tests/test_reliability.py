@@ -7,69 +7,32 @@ waits on a ``threading.Barrier`` or an event after it has loaded the session,
 so the overlap is forced rather than hoped for.
 
 See also test_concurrency.py (the same races with in-process admin calls) and
-test_purge_lock.py (the lock itself); here the other side is a real process.
+test_purge.py (the purge lock, also between two processes); here the other side is a real
+process.
 """
 
 from __future__ import annotations
 
 import contextlib
 import json
-import os
-import select
 import subprocess
-import sys
 import threading
 import time
-from concurrent.futures import ThreadPoolExecutor
 from datetime import datetime, timedelta, timezone
-from pathlib import Path
 
 import pytest
 
 from httpserver import Client, cookie_attrs, raw_get, routes_app, serve
 from sessctl import SessionMiddleware, SessionStore
 from sessctl.policy import EXPIRY_KEY, IDLE_KEY, RESEND_KEY
+from helpers import DELETION, run_together, sessctl
+from sessctl.session import Session
 
 UTC = timezone.utc
-SCRIPT = Path(sys.executable).with_name("sessctl")
 WAIT = 20  # seconds a view waits for its partner before the test fails (never hangs)
-DELETION = 'sessionid=""; expires=Thu, 01 Jan 1970 00:00:00 GMT; Max-Age=0; Path=/; SameSite=Lax'
-LOCKED = "another purge is running on this table; exiting"
 
 
-@pytest.fixture(autouse=True)
-def isolated(monkeypatch, tmp_path):
-    """The installed script is needed; no sessctl.toml or SESSCTL_* setting from the developer's shell."""
-    if not SCRIPT.exists():
-        pytest.skip(f"the sessctl console script is not installed next to {sys.executable}")
-    monkeypatch.chdir(tmp_path)
-    for var in list(os.environ):
-        if var.startswith(("SESSCTL_", "TTY_", "FORCE_COLOR")) and not var.startswith("SESSCTL_TEST_"):
-            monkeypatch.delenv(var)
-
-
-def sessctl_env(settings, **extra) -> dict[str, str]:
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("SESSCTL_", "_SESSCTL_", "TTY_", "FORCE_COLOR"))}
-    env.update(SESSCTL_DB=settings.database_url, SESSCTL_TABLE=settings.table, SESSCTL_SECRET_KEY=settings.secret_key)
-    env.update(extra)
-    return env
-
-
-def sessctl(settings, *args, timeout=60) -> subprocess.CompletedProcess:
-    """Run the installed command on the test's table, as a separate process."""
-    return subprocess.run([str(SCRIPT), *args], capture_output=True, text=True, env=sessctl_env(settings), timeout=timeout)
-
-
-def popen(settings, *args) -> subprocess.Popen:
-    return subprocess.Popen(
-        [str(SCRIPT), *args], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=sessctl_env(settings)
-    )
-
-
-def run_together(*calls):
-    with ThreadPoolExecutor(len(calls)) as pool:
-        futures = [pool.submit(call) for call in calls]
-        return [f.result(timeout=120) for f in futures]
+pytestmark = pytest.mark.usefixtures("isolated")
 
 
 class Site:
@@ -144,6 +107,7 @@ def close_to(moment: datetime, expected: datetime, slack: float = 30) -> bool:
 # -- N concurrent requests of one session ----------------------------------------------------
 
 
+@pytest.mark.scenario("concurrent requests, one session")
 def test_twenty_concurrent_requests_each_set_a_different_key(site):
     n = 20
     barrier = threading.Barrier(n, timeout=WAIT)
@@ -174,6 +138,7 @@ ADMIN = {
 }
 
 
+@pytest.mark.scenario("admin command during a request")
 @pytest.mark.parametrize("command", list(ADMIN))
 def test_admin_command_during_a_request_survives_it(site, store, command):
     loaded, proceed = threading.Event(), threading.Event()
@@ -219,6 +184,7 @@ def test_admin_command_during_a_request_survives_it(site, store, command):
 # -- purge while the app refreshes sessions about to expire ----------------------------------------
 
 
+@pytest.mark.scenario("purge while the app refreshes")
 def test_purge_while_the_app_refreshes_sessions_about_to_expire(site, store):
     """Sessions live 1.2 s idle. The app keeps refreshing some of them while purge runs again and
     again as separate processes: none of the refreshed ones is ever deleted, and every session
@@ -279,90 +245,10 @@ def _same_key_cookie(response, key):
 # -- two purges at once (overlapping cron) -------------------------------------------------------
 
 
-def _table_with_expired(store, expired=40, live=5):
-    from sqlalchemy import insert
-
-    from sessctl.store import new_key
-
-    data, now = store.codec.encode({"n": 1}), store.now()
-    old = {new_key() for _ in range(expired)}
-    with store.engine.begin() as conn:
-        conn.execute(insert(store.table), [
-            {"session_key": key, "session_data": data, "expire_date": now - timedelta(minutes=1)} for key in old
-        ])
-    alive = {store.save(None, {"live": i}) for i in range(live)}
-    return old, alive
-
-
-def test_second_purge_exits_at_once_while_one_runs(store):
-    old, alive = _table_with_expired(store)
-    with store.exclusive("purge") as got:  # a purge in progress, in this process
-        assert got
-        start = time.monotonic()
-        r = sessctl(store.settings, "purge", "--expired")
-        assert time.monotonic() - start < 15
-        assert r.returncode == 0, r.stderr
-        assert r.stdout == "" and r.stderr == f"{LOCKED} (pass --wait to wait for it instead)\n"
-        # The same from the command in this process: --all too, --quiet silences it, --json reports it.
-        assert cli(store, "purge", "--all", "--yes").stderr == f"{LOCKED} (pass --wait to wait for it instead)\n"
-        quiet = cli(store, "--quiet", "purge", "--expired")
-        assert quiet.stdout == quiet.stderr == ""
-        report = json.loads(cli(store, "purge", "--expired", "--json").stdout)
-        assert report["deleted"] == 0 and report["skipped"] == LOCKED
-        assert {r.key for r in store.iter_rows("all")} == old | alive  # nothing touched
-    r = cli(store, "purge", "--expired")
-    assert r.stderr.startswith(f"deleted {len(old)} expired sessions")
-    assert {r.key for r in store.iter_rows("all")} == alive
-
-
-def cli(store, *args):
-    from click.testing import CliRunner
-
-    from sessctl.cli import cli as command
-
-    s = store.settings
-    r = CliRunner().invoke(command, ["--db", s.database_url, "--table", s.table, *args], env={"SESSCTL_SECRET_KEY": None})
-    assert r.exit_code == 0, r.output
-    return r
-
-
-def test_purge_with_wait_runs_once_the_other_ends(store):
-    old, alive = _table_with_expired(store)
-    with store.exclusive("purge"):
-        waiting = popen(store.settings, "purge", "--expired", "--wait")
-        ready, _, _ = select.select([waiting.stderr], [], [], 30)
-        assert ready, "the second purge said nothing in 30 s"
-        first = waiting.stderr.readline()
-        assert first == "another purge is running on this table; waiting for it to end (--wait)\n"
-        time.sleep(0.5)
-        assert waiting.poll() is None, waiting.communicate()  # still waiting its turn
-        assert {r.key for r in store.iter_rows("all")} == old | alive
-    out, err = waiting.communicate(timeout=60)
-    assert waiting.returncode == 0, err
-    assert err.startswith(f"deleted {len(old)} expired sessions") and len(err.splitlines()) == 1
-    assert {r.key for r in store.iter_rows("all")} == alive
-
-
-def test_two_purges_started_together(store):
-    """Two real processes at once on a slow purge: both exit 0, no deadlock, no error; between
-    them every expired row is deleted exactly once and no live row is touched."""
-    old, alive = _table_with_expired(store, expired=300, live=10)
-    procs = [popen(store.settings, "purge", "--expired", "--batch-size", "5", "--json") for _ in range(2)]
-    results = []
-    for p in procs:
-        out, err = p.communicate(timeout=120)
-        assert p.returncode == 0, err
-        results.append((json.loads(out), err))
-    assert sum(report["deleted"] for report, _ in results) == len(old)
-    for report, err in results:
-        assert err == "" or err == f"{LOCKED} (pass --wait to wait for it instead)\n"
-        assert report.get("skipped") in (None, LOCKED)
-    assert {r.key for r in store.iter_rows("all")} == alive
-
-
 # -- purge and the app's writes on the same rows --------------------------------------------------
 
 
+@pytest.mark.scenario("purge batches vs app saves")
 def test_purge_batches_and_app_saves_never_deadlock(store):
     """Six app threads keep saving sessions about to expire (idle 1 s) while purge batches run
     on the rows just below them, for a few seconds: no save and no batch may fail. (A purge
@@ -376,7 +262,7 @@ def test_purge_batches_and_app_saves_never_deadlock(store):
     purger = SessionStore(store.settings)
     keys = []
     for _ in range(12):
-        session = app.session()
+        session = Session(app)
         session["n"] = 0
         session.set_life(1.0, idle=True)
         keys.append(session.save())
@@ -388,7 +274,7 @@ def test_purge_batches_and_app_saves_never_deadlock(store):
         while time.monotonic() < stop:
             for key in mine:
                 try:
-                    session = app.session(key)
+                    session = Session(app, key)
                     if session.get("n") is None:
                         failures.append(f"session {key} was lost")
                         continue

@@ -14,10 +14,8 @@ import json
 import logging
 import math
 import os
-import re
 import secrets
 import subprocess
-import sys
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
 
@@ -31,20 +29,14 @@ from sessctl.cli import cli
 from sessctl.codec import Codec, _hmac_key
 from sessctl.policy import EXPIRY_KEY, IDLE_KEY, RESEND_KEY
 from sessctl.store import KEY_CHARS, new_key
+from helpers import KEY_RE, SCRIPT, Clock, django, invoke, load, save
+from sessctl.session import Session
 
 UTC = timezone.utc
 PACKAGE = Path(sessctl.__file__).resolve().parent
-SCRIPT = Path(sys.executable).with_name("sessctl")
-PEER = Path(__file__).with_name("django_peer.py")
-KEY_RE = re.compile(r"[a-z0-9]{32}")
 
 
-@pytest.fixture(autouse=True)
-def isolated(monkeypatch, tmp_path):
-    monkeypatch.chdir(tmp_path)
-    for var in list(os.environ):
-        if var.startswith(("SESSCTL_", "TTY_", "FORCE_COLOR")) and not var.startswith("SESSCTL_TEST_"):
-            monkeypatch.delenv(var)
+pytestmark = pytest.mark.usefixtures("isolated")
 
 
 def modules() -> dict[str, ast.Module]:
@@ -56,6 +48,7 @@ def modules() -> dict[str, ast.Module]:
 # -- keys ---------------------------------------------------------------------------------
 
 
+@pytest.mark.scenario("session keys")
 def test_keys_are_32_chars_of_a_z_0_9_unique_and_uniform():
     keys = [new_key() for _ in range(20000)]
     assert all(KEY_RE.fullmatch(k) for k in keys)
@@ -82,7 +75,7 @@ def test_keys_come_from_secrets(monkeypatch, store):
         return real(seq)
 
     monkeypatch.setattr(secrets, "choice", choice)
-    session = store.session()
+    session = Session(store)
     session["user"] = 1
     key = session.save()
     session.cycle_key()
@@ -177,12 +170,13 @@ def leaks(text: str) -> list[str]:
     return [f for f in forms if f in text]
 
 
+@pytest.mark.scenario("secret never shown")
 def test_secret_never_appears_in_any_output_or_log(store, tmp_path, caplog, monkeypatch):
     caplog.set_level(logging.DEBUG)  # every logger, SQLAlchemy's included
     ours = store.settings.replace(secret_key=CANARY, secret_key_fallbacks=(CANARY_FALLBACK,))
     app = SessionStore(ours)
     try:
-        key = app.save(None, {"user": 1})
+        key = save(app, None, {"user": 1})
         signed_elsewhere = SessionStore(store.settings.replace(secret_key="another-app")).codec.encode({"u": 2})
         other = app.create_row(signed_elsewhere, app.now() + timedelta(hours=1))
         old = app.create_row(app.codec.encode({"u": 3}), app.now() - timedelta(hours=1))
@@ -237,7 +231,7 @@ def test_secret_never_appears_in_real_tracebacks(store):
         pytest.skip("the sessctl console script is not installed")
     good = SessionStore(store.settings.replace(secret_key="the-app-key"))
     try:
-        key = good.save(None, {"user": 1})
+        key = save(good, None, {"user": 1})
     finally:
         good.close()
     env = {k: v for k, v in os.environ.items() if not k.startswith("SESSCTL_")}
@@ -317,9 +311,9 @@ def test_cycle_key_on_login_drops_the_old_row(store):
 def test_a_key_from_the_client_is_never_adopted(store):
     """Unknown, malformed, expired, logged-out or forged: the session gets a fresh key of ours,
     and no row is ever written under the key the client sent."""
-    live = store.save(None, {"user": "bob"})
+    live = save(store, None, {"user": "bob"})
     expired = store.create_row(store.codec.encode({"user": "old"}), store.now() - timedelta(seconds=1))
-    logged_out = store.save(None, {"user": "gone"})
+    logged_out = save(store, None, {"user": "gone"})
     store.delete(logged_out)
     forged = store.create_row(Codec("attacker-key").encode({"user": "admin"}), store.now() + timedelta(hours=1))
     chosen = [new_key(), expired, logged_out, forged, "a" * 40, "a" * 8, "a" * 7, "A" * 32, live.upper(),
@@ -345,17 +339,7 @@ def test_a_key_from_the_client_is_never_adopted(store):
 # -- idle and absolute limits on one session (OWASP) ---------------------------------------------
 
 
-class Clock:
-    def __init__(self) -> None:
-        self.now = datetime.now(UTC).replace(microsecond=0)
-
-    def __call__(self) -> datetime:
-        return self.now
-
-    def advance(self, seconds: float) -> None:
-        self.now += timedelta(seconds=seconds)
-
-
+@pytest.mark.scenario("idle + absolute limits")
 def test_idle_and_absolute_limits_through_the_runtime_api(store):
     """set_life(8h, idle=30m): each save slides the row to now + 30 min, never past the deadline;
     the cookie says the same; whichever limit comes first ends the session."""
@@ -407,22 +391,14 @@ def test_idle_and_absolute_limits_through_the_runtime_api(store):
     app_store.close()
 
 
-def _cli(store, *args, secret=True):
-    s = store.settings
-    r = CliRunner().invoke(cli, ["--db", s.database_url, "--table", s.table, *args],
-                           env={"SESSCTL_SECRET_KEY": s.secret_key if secret else None})
-    assert r.exit_code == 0, r.output
-    return r
-
-
 def test_set_life_with_an_idle_limit_from_the_command_line(store):
     def read(session, environ):
         return {"user": session.get("user")}
 
     with serve(SessionMiddleware(routes_app({"/read": read}), store=store)) as server:
-        key = store.save(None, {"user": "alice"})
+        key = save(store, None, {"user": "alice"})
         now = datetime.now(UTC)
-        r = _cli(store, "set-life", key, "8h", "--idle", "30m")
+        r = invoke(store.settings, "set-life", key, "8h", "--idle", "30m", code=0)
         assert "absolute, until" in r.stderr and "or after 30m idle" in r.stderr
         row = store.get_row(key)
         data = store.codec.decode(row.session_data)
@@ -434,51 +410,41 @@ def test_set_life_with_an_idle_limit_from_the_command_line(store):
         r = raw_get(server, "/read", cookie=f"sessionid={key}")
         assert r.json() == {"user": "alice"} and 1790 <= int(cookie_attrs(r.cookie())[2]["max-age"]) <= 1800
         # Every view of it shows both limits.
-        info = json.loads(_cli(store, "show", key, "--json").stdout)
+        info = json.loads(invoke(store.settings, "show", key, "--json", code=0).stdout)
         assert info["lifetime"] == {"kind": "absolute", "deadline": deadline.isoformat(), "idle_seconds": 1800}
-        assert "or after 30m idle" in _cli(store, "show", key).stdout
-        assert json.loads(_cli(store, "list", "--json", secret=False).stdout)[0]["lifetime"] == info["lifetime"]
-        assert "absolute+idle" in _cli(store, "list", secret=False).stdout
-        stats = json.loads(_cli(store, "stats", "--json", secret=False).stdout)
+        assert "or after 30m idle" in invoke(store.settings, "show", key, code=0).stdout
+        assert json.loads(invoke(store.settings, "list", "--json", secret=None, code=0).stdout)[0]["lifetime"] == info["lifetime"]
+        assert "absolute+idle" in invoke(store.settings, "list", secret=None, code=0).stdout
+        stats = json.loads(invoke(store.settings, "stats", "--json", secret=None, code=0).stdout)
         assert stats["by_kind"]["absolute"] == 1 and stats["absolute_with_idle"] == 1
-        assert "+ idle limit" in _cli(store, "stats", secret=False).stdout
+        assert "+ idle limit" in invoke(store.settings, "stats", secret=None, code=0).stdout
         # An idle limit longer than the deadline cannot matter, and says so.
-        r = _cli(store, "set-life", key, "1h", "--idle", "2h")
+        r = invoke(store.settings, "set-life", key, "1h", "--idle", "2h", code=0)
         assert "only the deadline can matter" in r.stderr
         assert abs((store.get_row(key).expire_date - datetime.now(UTC) - timedelta(hours=1)).total_seconds()) < 30
         # Another lifetime replaces both limits: no idle limit is left behind.
-        _cli(store, "set-life", key, "2h")
+        invoke(store.settings, "set-life", key, "2h", code=0)
         assert IDLE_KEY not in store.codec.decode(store.get_row(key).session_data)
-        _cli(store, "set-life", key, "8h", "--idle", "30m")
-        _cli(store, "till-browser-close", key)
+        invoke(store.settings, "set-life", key, "8h", "--idle", "30m", code=0)
+        invoke(store.settings, "till-browser-close", key, code=0)
         data = store.codec.decode(store.get_row(key).session_data)
         assert data[EXPIRY_KEY] == 0 and IDLE_KEY not in data
-        _cli(store, "set-life", key, "8h", "--idle", "30m")
-        _cli(store, "reset-life", key)
+        invoke(store.settings, "set-life", key, "8h", "--idle", "30m", code=0)
+        invoke(store.settings, "reset-life", key, code=0)
         data = store.codec.decode(store.get_row(key).session_data)
         assert EXPIRY_KEY not in data and IDLE_KEY not in data
         # --idle with a value and no DURATION: an idle timeout, as `set-life KEY 30m --idle`.
-        _cli(store, "set-life", key, "--idle", "30m")
+        invoke(store.settings, "set-life", key, "--idle", "30m", code=0)
         data = store.codec.decode(store.get_row(key).session_data)
         assert data[EXPIRY_KEY] == 1800 and IDLE_KEY not in data
         server.assert_no_errors()
-
-
-def django(settings, *args) -> dict:
-    proc = subprocess.run(
-        [sys.executable, str(PEER), "--db", settings.database_url, "--secret", settings.secret_key,
-         "--table", settings.table, *args],
-        capture_output=True, text=True, timeout=120,
-    )
-    assert proc.returncode == 0, proc.stderr
-    return json.loads(proc.stdout)
 
 
 def test_django_reads_a_session_with_both_limits_and_sees_the_deadline(store):
     """Django sees `_session_expiry` (the deadline) and ignores `_sessctl_idle`: for Django the
     session is an absolute one, ending at the deadline, while the row ends at the idle limit."""
     pytest.importorskip("django")
-    session = store.session()
+    session = Session(store)
     session["user"] = 7
     session.set_life(8 * 3600, idle=1800)
     key = session.save()
@@ -493,11 +459,11 @@ def test_django_reads_a_session_with_both_limits_and_sees_the_deadline(store):
     # our next save brings the idle limit back.
     django(store.settings, "set-item", "--key", key, "--name", "from", "--value", '"django"')
     assert store.get_row(key).expire_date == deadline
-    again = store.session(key)
+    again = Session(store, key)
     again["n"] = 1
     again.save()
     assert abs((store.get_row(key).expire_date - datetime.now(UTC) - timedelta(seconds=1800)).total_seconds()) < 30
-    assert store.load(key) == {"user": 7, "from": "django", "n": 1, EXPIRY_KEY: deadline.isoformat(), IDLE_KEY: 1800}
+    assert load(store, key) == {"user": 7, "from": "django", "n": 1, EXPIRY_KEY: deadline.isoformat(), IDLE_KEY: 1800}
     # Once the idle limit has passed on the server, Django does not load it either.
     row = store.get_row(key)
     assert store.swap_row(row, row.session_data, datetime.now(UTC) - timedelta(seconds=1))

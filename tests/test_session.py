@@ -5,7 +5,6 @@ and saves that never lose a concurrent change nor re-create a deleted row.
 
 from __future__ import annotations
 
-import re
 from datetime import datetime, timedelta, timezone
 
 import pytest
@@ -15,28 +14,16 @@ from sessctl.policy import EXPIRY_KEY, RESEND_KEY
 from sessctl.session import Session
 from sessctl.store import SessionGone, new_key
 
+from helpers import AGE, KEY_RE, Clock, save
 from httpserver import StatementLog
 
 UTC = timezone.utc
 T0 = datetime(2031, 5, 17, 8, 30, 15, tzinfo=UTC)
-AGE = 1209600
-KEY_RE = re.compile(r"[a-z0-9]{32}")
-
-
-class Clock:
-    def __init__(self, moment: datetime = T0) -> None:
-        self.now = moment
-
-    def __call__(self) -> datetime:
-        return self.now
-
-    def advance(self, seconds: float) -> None:
-        self.now += timedelta(seconds=seconds)
 
 
 @pytest.fixture
 def clock():
-    return Clock()
+    return Clock(T0)
 
 
 @pytest.fixture
@@ -52,13 +39,6 @@ def queries(store):
         yield log
 
 
-def saved(store, data):
-    """A stored session with ``data``; returns its key."""
-    s = store.session()
-    s.update(data)
-    return s.save()
-
-
 def stored_data(store, key):
     row = store.get_row(key)
     return None if row is None else store.codec.decode(row.session_data)
@@ -68,18 +48,18 @@ def stored_data(store, key):
 
 
 def test_new_session_is_neither_accessed_nor_modified(store):
-    s = store.session()
+    s = Session(store)
     assert not s.accessed and not s.modified and s.session_key is None
     assert s.get("missing") is None and s.get("missing", 5) == 5
     assert s.accessed and not s.modified
 
 
 def test_mapping_api_and_flags(store):
-    s = store.session()
+    s = Session(store)
     s["a"] = 1
     assert s.modified and s.accessed
 
-    s = store.session(saved(store, {"a": 1, "b": 2}))
+    s = Session(store, save(store, None, {"a": 1, "b": 2}))
     assert "a" in s and "zz" not in s
     assert s.accessed and not s.modified
     assert sorted(s.keys()) == ["a", "b"] and sorted(s.values()) == [1, 2] and sorted(s.items()) == [("a", 1), ("b", 2)]
@@ -92,24 +72,24 @@ def test_mapping_api_and_flags(store):
     assert s.setdefault("a", 99) == 1 and not s.modified
     assert s.pop("a") == 1 and s.modified and "a" not in s
 
-    s = store.session(saved(store, {"a": 1}))
+    s = Session(store, save(store, None, {"a": 1}))
     assert s.setdefault("c", 3) == 3 and s.setdefault("c", 4) == 3 and s.modified
 
-    s = store.session(saved(store, {"a": 1}))
+    s = Session(store, save(store, None, {"a": 1}))
     s.update({"b": 2}, c=3)
     assert s.modified and dict(s.items()) == {"a": 1, "b": 2, "c": 3}
 
-    s = store.session(saved(store, {"a": 1}))
+    s = Session(store, save(store, None, {"a": 1}))
     del s["a"]
     assert s.modified and len(s) == 0
 
-    s = store.session(saved(store, {"a": 1}))
+    s = Session(store, save(store, None, {"a": 1}))
     s.clear()
     assert s.modified and s.accessed and dict(s) == {}
 
 
 def test_loading_is_lazy_and_costs_one_select(store, queries):
-    key = saved(store, {"a": 1})
+    key = save(store, None, {"a": 1})
     queries.clear()
     s = Session(store, key)
     assert queries.kinds == [] and not s.is_loaded and not s.accessed
@@ -120,7 +100,7 @@ def test_loading_is_lazy_and_costs_one_select(store, queries):
 
 
 def test_save_does_not_clear_data_and_gives_a_fresh_key(store):
-    s = store.session()
+    s = Session(store)
     s["a"] = [1, 2]
     key = s.save()
     assert KEY_RE.fullmatch(key) and s.session_key == key
@@ -129,8 +109,8 @@ def test_save_does_not_clear_data_and_gives_a_fresh_key(store):
 
 
 def test_nested_mutation_is_only_saved_when_marked_modified(store):
-    key = saved(store, {"foo": {}})
-    s = store.session(key)
+    key = save(store, None, {"foo": {}})
+    s = Session(store, key)
     s["foo"]["bar"] = 1
     assert not s.modified  # the gotcha: an in-place change is invisible
     s.modified = True
@@ -168,7 +148,7 @@ def test_unknown_key_is_not_adopted(store):
 
 
 def test_expired_row_is_a_fresh_empty_session(cstore, clock):
-    key = saved(cstore, {"secret": "old"})
+    key = save(cstore, None, {"secret": "old"})
     clock.advance(AGE)  # expire_date == now: dead
     s = Session(cstore, key)
     assert dict(s) == {} and s.session_key is None
@@ -180,7 +160,7 @@ def test_expired_row_is_a_fresh_empty_session(cstore, clock):
 
 
 def test_tampered_or_foreign_rows_are_never_trusted(store):
-    key = saved(store, {"user": 1})
+    key = save(store, None, {"user": 1})
     row = store.get_row(key)
     payload, ts, sig = row.session_data.split(":")
     forged = store.codec.encode({"user": 2}).split(":")[0] + f":{ts}:{sig}"
@@ -191,14 +171,14 @@ def test_tampered_or_foreign_rows_are_never_trusted(store):
     assert s.save() != key
 
     foreign_store = SessionStore(store.settings.replace(secret_key="someone-else"), engine=store.engine)
-    foreign = saved(foreign_store, {"user": 3})
+    foreign = save(foreign_store, None, {"user": 3})
     s = Session(store, foreign)
     assert dict(s) == {} and s.session_key is None
 
 
 def test_rows_signed_with_a_fallback_key_still_load(store):
     old = SessionStore(store.settings.replace(secret_key="retired-key"), engine=store.engine)
-    key = saved(old, {"user": 4})
+    key = save(old, None, {"user": 4})
     rotated = SessionStore(
         store.settings.replace(secret_key="new-key", secret_key_fallbacks=("retired-key",)), engine=store.engine
     )
@@ -215,8 +195,8 @@ def test_rows_signed_with_a_fallback_key_still_load(store):
 
 
 def test_cycle_key_new_key_same_data_old_row_gone(store):
-    key = saved(store, {"cart": [1, 2]})
-    s = store.session(key)
+    key = save(store, None, {"cart": [1, 2]})
+    s = Session(store, key)
     s.get("cart")
     s.cycle_key()
     assert s.modified
@@ -227,7 +207,7 @@ def test_cycle_key_new_key_same_data_old_row_gone(store):
 
 
 def test_cycle_key_on_a_never_loaded_session_carries_the_data(store):
-    key = saved(store, {"cart": [3]})
+    key = save(store, None, {"cart": [3]})
     s = Session(store, key)
     assert not s.is_loaded
     s.cycle_key()
@@ -240,8 +220,8 @@ def test_cycle_key_on_a_never_loaded_session_carries_the_data(store):
 def test_cycle_key_does_not_resurrect_a_session_deleted_meanwhile(store):
     """Logged out elsewhere (or ``sessctl delete``) while this request cycles the key:
     the save must not bring the deleted session back under a new key."""
-    key = saved(store, {"user": 1})
-    s = store.session(key)
+    key = save(store, None, {"user": 1})
+    s = Session(store, key)
     s.get("user")
     s.cycle_key()
     assert store.delete(key)  # another writer ends the session now
@@ -255,8 +235,8 @@ def test_cycle_key_does_not_resurrect_a_session_deleted_meanwhile(store):
 def test_cycle_key_keeps_changes_made_meanwhile(store):
     """A login (cycle_key) racing another writer: the lifetime the command line set and the
     key another request added to the old row both survive on the new key."""
-    key = saved(store, {"user": 1})
-    s = store.session(key)
+    key = save(store, None, {"user": 1})
+    s = Session(store, key)
     s.get("user")
     store.update(key, lambda d: d.__setitem__(EXPIRY_KEY, 0), resend=True)  # sessctl till-browser-close
     store.update(key, lambda d: d.__setitem__("cart", [9]))  # another request of the session
@@ -269,14 +249,14 @@ def test_cycle_key_keeps_changes_made_meanwhile(store):
 
 
 def test_flush_deletes_row_and_key(store):
-    key = saved(store, {"user": 1})
-    s = store.session(key)
+    key = save(store, None, {"user": 1})
+    s = Session(store, key)
     s.get("user")
     s.flush()
     assert s.session_key is None and s.modified and s.accessed and dict(s) == {}
     assert store.get_row(key) is None
     # Never loaded: flush still ends it.
-    key2 = saved(store, {"user": 2})
+    key2 = save(store, None, {"user": 2})
     s2 = Session(store, key2)
     s2.flush()
     assert store.get_row(key2) is None and s2.session_key is None
@@ -287,22 +267,22 @@ def test_flush_deletes_row_and_key(store):
 
 
 def test_saving_an_emptied_session_deletes_its_row(store):
-    key = saved(store, {"a": 1})
-    s = store.session(key)
+    key = save(store, None, {"a": 1})
+    s = Session(store, key)
     del s["a"]
     assert s.save() is None
     assert store.get_row(key) is None
-    assert store.session().save() is None  # a new empty session makes no row
+    assert Session(store).save() is None  # a new empty session makes no row
     assert list(store.iter_rows("all")) == []
 
 
 def test_test_cookie_helpers(store):
-    s = store.session()
+    s = Session(store)
     assert not s.test_cookie_worked()
     s.set_test_cookie()
     assert s["testcookie"] == "worked"
     key = s.save()
-    s2 = store.session(key)
+    s2 = Session(store, key)
     assert s2.test_cookie_worked()
     s2.delete_test_cookie()
     assert "testcookie" not in s2 and not s2.test_cookie_worked()
@@ -313,7 +293,7 @@ def test_test_cookie_helpers(store):
 
 
 def test_default_lifetime(cstore, clock):
-    s = cstore.session()
+    s = Session(cstore)
     assert s.get_expiry_age() == AGE
     assert s.get_expiry_date() == T0 + timedelta(seconds=AGE)
     assert s.get_expire_at_browser_close() is False
@@ -322,14 +302,14 @@ def test_default_lifetime(cstore, clock):
     assert s.expiry.max_age == AGE and s.expiry.expires == T0 + timedelta(seconds=AGE)
     assert cstore.get_row(key).expire_date == T0 + timedelta(seconds=AGE)
     clock.advance(100)
-    s2 = cstore.session(key)
+    s2 = Session(cstore, key)
     s2["b"] = 2
     s2.save()
     assert cstore.get_row(key).expire_date == clock.now + timedelta(seconds=AGE)  # renewed by each save
 
 
 def test_absolute_lifetime_is_fixed(cstore, clock):
-    s = cstore.session()
+    s = Session(cstore)
     s.set_life(100)
     assert s.modified
     assert s[EXPIRY_KEY] == (T0 + timedelta(seconds=100)).isoformat()
@@ -339,18 +319,18 @@ def test_absolute_lifetime_is_fixed(cstore, clock):
     assert s.expiry.max_age == 100
     assert cstore.get_row(key).expire_date == T0 + timedelta(seconds=100)
     clock.advance(40)
-    s2 = cstore.session(key)
+    s2 = Session(cstore, key)
     assert s2.get_expiry_age() == 60
     s2["more"] = 1
     s2.save()
     assert s2.expiry.max_age == 60
     assert cstore.get_row(key).expire_date == T0 + timedelta(seconds=100)  # a save does not extend it
     clock.advance(60)
-    assert dict(cstore.session(key)) == {}  # dead at the deadline
+    assert dict(Session(cstore, key)) == {}  # dead at the deadline
 
 
 def test_absolute_lifetime_from_timedelta_and_datetime(cstore):
-    s = cstore.session()
+    s = Session(cstore)
     s.set_life(timedelta(minutes=5))
     assert s.get_expiry_date() == T0 + timedelta(minutes=5) and s.get_expiry_age() == 300
     deadline = T0 + timedelta(days=2)
@@ -361,7 +341,7 @@ def test_absolute_lifetime_from_timedelta_and_datetime(cstore):
 
 
 def test_idle_lifetime_slides_on_each_save(cstore, clock):
-    s = cstore.session()
+    s = Session(cstore)
     s.set_life(10, idle=True)
     assert s[EXPIRY_KEY] == 10
     assert s.get_expiry_age() == 10 and s.get_expiry_date() == T0 + timedelta(seconds=10)
@@ -369,25 +349,25 @@ def test_idle_lifetime_slides_on_each_save(cstore, clock):
     assert s.expiry.max_age == 10
     for _ in range(3):
         clock.advance(8)
-        s = cstore.session(key)
+        s = Session(cstore, key)
         s["tick"] = s.get("tick", 0) + 1
         s.save()
         assert cstore.get_row(key).expire_date == clock.now + timedelta(seconds=10)
     clock.advance(9)
-    assert cstore.session(key)["tick"] == 3  # 33 s after creation, alive thanks to the saves
+    assert Session(cstore, key)["tick"] == 3  # 33 s after creation, alive thanks to the saves
     clock.advance(1)
-    assert dict(cstore.session(key)) == {}
+    assert dict(Session(cstore, key)) == {}
 
 
 def test_deadline_and_idle_limit_together_the_earlier_wins(cstore, clock):
-    s = cstore.session()
+    s = Session(cstore)
     s.set_life(100, idle=10)
     key = s.save()
     assert s.expiry.max_age == 10
     assert cstore.get_row(key).expire_date == T0 + timedelta(seconds=10)
     for _ in range(11):  # saves every 9 s keep it alive...
         clock.advance(9)
-        s = cstore.session(key)
+        s = Session(cstore, key)
         s["t"] = clock.now.isoformat()
         s.save()
     # ...but never past the deadline
@@ -395,9 +375,9 @@ def test_deadline_and_idle_limit_together_the_earlier_wins(cstore, clock):
     assert s.expiry.max_age == 1
     assert cstore.get_row(key).expire_date == T0 + timedelta(seconds=100)
     clock.advance(1)
-    assert dict(cstore.session(key)) == {}
+    assert dict(Session(cstore, key)) == {}
     # Going back to one kind of limit drops the other.
-    s = cstore.session()
+    s = Session(cstore)
     s.set_life(100, idle=10)
     s.set_life(50)
     assert s.get_expiry_age() == 50
@@ -407,7 +387,7 @@ def test_deadline_and_idle_limit_together_the_earlier_wins(cstore, clock):
 
 
 def test_till_browser_close(cstore, clock):
-    s = cstore.session()
+    s = Session(cstore)
     s.set_life(TILL_BROWSER_CLOSE)
     assert s[EXPIRY_KEY] == 0
     assert s.get_expire_at_browser_close() is True
@@ -418,13 +398,13 @@ def test_till_browser_close(cstore, clock):
 
 
 def test_set_life_none_returns_to_the_global_policy(cstore, store):
-    key = saved(cstore, {"a": 1})
-    s = cstore.session(key)
+    key = save(cstore, None, {"a": 1})
+    s = Session(cstore, key)
     s.set_life(None)  # nothing to remove: not a change
     assert s.accessed and not s.modified
     s.set_life(60, idle=True)
     s.save()
-    s = cstore.session(key)
+    s = Session(cstore, key)
     s.set_life(None)
     assert s.modified and EXPIRY_KEY not in s
     assert s.get_expiry_age() == AGE
@@ -439,8 +419,8 @@ BAD_LIVES = [
 
 
 def test_zero_or_negative_lifetimes_are_refused(store):
-    key = saved(store, {"a": 1})
-    s = store.session(key)
+    key = save(store, None, {"a": 1})
+    s = Session(store, key)
     s.get("a")
     for value, idle in BAD_LIVES:
         with pytest.raises(ValueError):
@@ -449,7 +429,7 @@ def test_zero_or_negative_lifetimes_are_refused(store):
 
 
 def test_past_deadline_is_refused(cstore):
-    s = cstore.session()
+    s = Session(cstore)
     with pytest.raises(ValueError):
         s.set_life(T0 - timedelta(seconds=1))
     with pytest.raises(ValueError):
@@ -470,7 +450,7 @@ def test_past_deadline_is_refused(cstore):
 )
 def test_browser_close_matrix(store, clock, global_close, life, expect_close):
     st = SessionStore(store.settings.replace(expire_at_browser_close=global_close), engine=store.engine, clock=clock)
-    s = st.session()
+    s = Session(st)
     s["a"] = 1
     if life == "idle":
         s.set_life(3600, idle=True)
@@ -486,26 +466,26 @@ def test_browser_close_matrix(store, clock, global_close, life, expect_close):
 
 
 def test_django_style_negative_expiry_ends_the_session(cstore):
-    s = cstore.session()
+    s = Session(cstore)
     s["a"] = 1
     s.set_expiry(-3600)
     key = s.save()
     assert cstore.get_row(key).expire_date == T0 - timedelta(seconds=3600)
-    assert dict(cstore.session(key)) == {}
+    assert dict(Session(cstore, key)) == {}
 
 
 # -- JSON only ----------------------------------------------------------------------------
 
 
 def test_non_json_value_raises_type_error_naming_its_key(store):
-    key = saved(store, {"ok": 1})
+    key = save(store, None, {"ok": 1})
     before = store.get_row(key)
-    s = store.session(key)
+    s = Session(store, key)
     s["when"] = datetime.now()
     with pytest.raises(TypeError, match="'when'"):
         s.save()
     assert store.get_row(key) == before
-    fresh = store.session()
+    fresh = Session(store)
     fresh["blob"] = b"bytes"
     with pytest.raises(TypeError, match="'blob'"):
         fresh.save()
@@ -516,8 +496,8 @@ def test_non_json_value_raises_type_error_naming_its_key(store):
 
 
 def test_concurrent_saves_keep_both_changes(store):
-    key = saved(store, {"shared": 0, "gone": 1})
-    a, b = store.session(key), store.session(key)
+    key = save(store, None, {"shared": 0, "gone": 1})
+    a, b = Session(store, key), Session(store, key)
     a.get("x"), b.get("x")  # both loaded the same row
     a["from_a"] = 1
     del a["gone"]
@@ -530,8 +510,8 @@ def test_concurrent_saves_keep_both_changes(store):
 
 
 def test_save_keeps_a_lifetime_set_meanwhile_by_another_writer(cstore, clock):
-    key = saved(cstore, {"user": 1})
-    s = cstore.session(key)
+    key = save(cstore, None, {"user": 1})
+    s = Session(cstore, key)
     s.get("user")
     cstore.update(key, lambda d: d.__setitem__(EXPIRY_KEY, 0), resend=True)  # the command line
     s["cart"] = [1]
@@ -543,21 +523,21 @@ def test_save_keeps_a_lifetime_set_meanwhile_by_another_writer(cstore, clock):
 
 
 def test_resend_marker_is_consumed_on_load(store):
-    key = saved(store, {"user": 1})
+    key = save(store, None, {"user": 1})
     store.update(key, lambda d: d.__setitem__(EXPIRY_KEY, 600), resend=True)
-    s = store.session(key)
+    s = Session(store, key)
     assert s["user"] == 1
     assert RESEND_KEY not in s and s.modified  # the cookie must be re-sent
     s.save()
     assert s.expiry.max_age == 600
     assert RESEND_KEY not in stored_data(store, key)
-    again = store.session(key)
+    again = Session(store, key)
     assert again["user"] == 1 and not again.modified  # consumed: sent once
 
 
 def test_save_after_a_concurrent_delete_raises_and_does_not_recreate(store):
-    key = saved(store, {"user": 1})
-    s = store.session(key)
+    key = save(store, None, {"user": 1})
+    s = Session(store, key)
     s.get("user")
     store.delete(key)
     s["more"] = 1
@@ -568,8 +548,8 @@ def test_save_after_a_concurrent_delete_raises_and_does_not_recreate(store):
 
 
 def test_save_after_a_concurrent_purge_raises_and_does_not_recreate(cstore, clock):
-    key = saved(cstore, {"user": 1})
-    s = cstore.session(key)
+    key = save(cstore, None, {"user": 1})
+    s = Session(cstore, key)
     s.get("user")
     cstore.purge_expired(cutoff=T0 + timedelta(seconds=AGE + 1))  # the row is purged meanwhile
     s["more"] = 1

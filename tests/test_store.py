@@ -18,26 +18,10 @@ from sessctl import SessionStore
 from sessctl.model import django_index_name
 from sessctl.policy import EXPIRY_KEY, RESEND_KEY
 from sessctl.store import SessionGone, make_engine, new_key
+from helpers import T, all_keys, clocked, load, put, save
 
 UTC = timezone.utc
-# A fixed instant with a fraction, so microseconds are exercised everywhere.
-T = datetime(2031, 5, 17, 8, 30, 15, 250000, tzinfo=UTC)
 
-
-def put(store, expire_date, data=None, key=None):
-    """Insert one signed row; returns its key."""
-    key = key or new_key()
-    assert store.insert_row(key, store.codec.encode(data if data is not None else {"k": key}), expire_date)
-    return key
-
-
-def all_keys(store):
-    return sorted(r.key for r in store.iter_rows("all"))
-
-
-def clocked(store, moment):
-    """A second store on the same engine whose clock is frozen at ``moment[0]``."""
-    return SessionStore(store.settings, engine=store.engine, clock=lambda: moment[0])
 
 
 # -- schema ----------------------------------------------------------------------
@@ -162,11 +146,11 @@ def test_load_ignores_expired_rows_with_a_strict_boundary(store):
     # The session-level load uses the store's clock.
     now = [T]
     st = clocked(store, now)
-    assert st.load(after) == {"n": "after"}
-    assert st.load(exact) is None
-    assert st.load(before) is None
+    assert load(st, after) == {"n": "after"}
+    assert load(st, exact) is None
+    assert load(st, before) is None
     now[0] = T + timedelta(microseconds=1)
-    assert st.load(after) is None
+    assert load(st, after) is None
     # Expired rows are not deleted by reading them.
     assert all_keys(store) == sorted([before, exact, after])
 
@@ -174,9 +158,9 @@ def test_load_ignores_expired_rows_with_a_strict_boundary(store):
 def test_load_of_unknown_malformed_or_tampered_keys_is_none(store):
     good = put(store, T, {"a": 1})
     st = clocked(store, [T - timedelta(days=1)])
-    assert st.load(good) == {"a": 1}
+    assert load(st, good) == {"a": 1}
     for key in [new_key(), "", "short", "../../x", "a" * 500, "é" * 32, good.upper(), good + " ", "a" * 41]:
-        assert st.load(key) is None, key
+        assert load(st, key) is None, key
     tampered = put(store, T)
     data = store.get_row(tampered).session_data
     payload, ts, sig = data.split(":")
@@ -185,10 +169,10 @@ def test_load_of_unknown_malformed_or_tampered_keys_is_none(store):
         conn.execute(
             store.table.update().where(store.table.c.session_key == tampered).values(session_data=f"{flipped}:{ts}:{sig}")
         )
-    assert st.load(tampered) is None
+    assert load(st, tampered) is None
     other_secret = SessionStore(store.settings.replace(secret_key="another-secret"), engine=store.engine)
     foreign = put(other_secret, T)
-    assert st.load(foreign) is None
+    assert load(st, foreign) is None
 
 
 def test_insert_never_overwrites(store):
@@ -242,9 +226,9 @@ def test_large_sessions_round_trip(store):
     import secrets
 
     blob = secrets.token_urlsafe(150_000)  # ~200 KB that does not compress: past TEXT's 64 KiB
-    key = store.save(None, {"blob": blob})
+    key = save(store, None, {"blob": blob})
     assert len(store.get_row(key).session_data) > 200_000
-    assert store.load(key) == {"blob": blob}
+    assert load(store, key) == {"blob": blob}
 
 
 def test_delete_row_only_if_unchanged(store):
@@ -260,28 +244,28 @@ def test_delete_row_only_if_unchanged(store):
 def test_save_creates_updates_and_never_recreates(store):
     now = [T]
     st = clocked(store, now)
-    key = st.save(None, {"a": 1})
+    key = save(st, None, {"a": 1})
     assert re.fullmatch(r"[a-z0-9]{32}", key)
-    assert st.load(key) == {"a": 1}
+    assert load(st, key) == {"a": 1}
     assert st.get_row(key).expire_date == T + timedelta(seconds=st.settings.cookie_age)
     now[0] = T + timedelta(seconds=10)
-    assert st.save(key, {"a": 2}) == key
-    assert st.load(key) == {"a": 2}
+    assert save(st, key, {"a": 2}) == key
+    assert load(st, key) == {"a": 2}
     assert st.get_row(key).expire_date == T + timedelta(seconds=10 + st.settings.cookie_age)
     st.delete(key)
     with pytest.raises(SessionGone):
-        st.save(key, {"a": 3})
+        save(st, key, {"a": 3})
     assert st.get_row(key) is None
     unknown = new_key()
     with pytest.raises(SessionGone):
-        st.save(unknown, {"a": 4})
+        save(st, unknown, {"a": 4})
     assert all_keys(store) == []
 
 
 def test_update_applies_atomically_and_recomputes_expiry(store):
     now = [T]
     st = clocked(store, now)
-    key = st.save(None, {"user": 7})
+    key = save(st, None, {"user": 7})
     now[0] = T + timedelta(minutes=5)
     data, exp = st.update(key, lambda d: d.__setitem__(EXPIRY_KEY, 600), resend=True)
     assert data[EXPIRY_KEY] == 600 and data["user"] == 7 and data[RESEND_KEY] is True
@@ -318,79 +302,17 @@ def test_update_raises_session_gone_on_missing_or_expired(store):
 
 
 def test_non_json_value_names_its_key_and_leaves_the_row(store):
-    key = store.save(None, {"ok": 1})
+    key = save(store, None, {"ok": 1})
     before = store.get_row(key)
     with pytest.raises(TypeError, match="'when'"):
-        store.save(key, {"ok": 2, "when": datetime.now()})
+        save(store, key, {"ok": 2, "when": datetime.now()})
     assert store.get_row(key) == before
     with pytest.raises(TypeError, match="'tags'"):
         store.update(key, lambda d: d.__setitem__("tags", {"a", "b"}))
     assert store.get_row(key) == before
     with pytest.raises(TypeError, match="'obj'"):
-        store.save(None, {"fine": [1, 2], "obj": object()})
+        save(store, None, {"fine": [1, 2], "obj": object()})
     assert all_keys(store) == [key]
-
-
-# -- purge ---------------------------------------------------------------------
-
-
-def _populate(store, expired=31, live=20):
-    exp_keys = [put(store, T - timedelta(seconds=1000 - i)) for i in range(expired)]
-    live_keys = [put(store, T + timedelta(seconds=1 + i)) for i in range(live)]
-    boundary = put(store, T)  # expire_date == cutoff: not "< cutoff", so it stays
-    return exp_keys, live_keys, boundary
-
-
-def test_purge_deletes_exactly_the_expired_rows_in_batches(store):
-    exp_keys, live_keys, boundary = _populate(store)
-    assert store.count_expired(T) == 31
-    sizes = []
-    result = store.purge_expired(batch_size=7, cutoff=T, on_batch=sizes.append)
-    assert result.deleted == 31
-    assert sizes == [7, 7, 7, 7, 3]
-    assert result.batches == 5 and result.complete is True
-    assert all_keys(store) == sorted(live_keys + [boundary])
-    again = store.purge_expired(batch_size=7, cutoff=T)
-    assert again.deleted == 0 and again.batches == 1
-
-
-def test_purge_spares_a_row_refreshed_between_batches(store):
-    exp_keys, live_keys, boundary = _populate(store)
-    last = exp_keys[-1]  # the latest-expiring expired row: the last batch would take it
-    refreshed = []
-
-    def refresh(deleted):
-        if not refreshed:
-            row = store.get_row(last)
-            assert row is not None  # not deleted by the first batch
-            assert store.swap_row(row, row.session_data, T + timedelta(days=1))
-            refreshed.append(last)
-
-    result = store.purge_expired(batch_size=7, cutoff=T, on_batch=refresh)
-    assert refreshed == [last]
-    assert result.deleted == 30
-    assert all_keys(store) == sorted(live_keys + [boundary, last])
-
-
-def test_purge_can_stop_on_a_time_budget_and_resume(store):
-    _populate(store)
-    first = store.purge_expired(batch_size=7, cutoff=T, max_seconds=0)
-    assert first.deleted == 7 and first.complete is False and first.remaining == 24
-    rest = store.purge_expired(batch_size=7, cutoff=T)
-    assert rest.deleted == 24
-    assert store.count_expired(T) == 0
-    with pytest.raises(ValueError):
-        store.purge_expired(batch_size=0)
-
-
-def test_purge_default_cutoff_is_now(store):
-    now = [T]
-    st = clocked(store, now)
-    dead = put(store, T - timedelta(seconds=1))
-    live = put(store, T + timedelta(seconds=1))
-    assert st.purge_expired().deleted == 1
-    assert all_keys(store) == [live]
-    assert dead not in all_keys(store)
 
 
 def test_delete_all(store):
@@ -508,11 +430,11 @@ def test_results_do_not_depend_on_time_zones(store, far_time_zone):
         assert st.count_expired(T + timedelta(seconds=1)) == 1
     # A session saved "now" from the far zone lives cookie_age from the real UTC now.
     before = datetime.now(UTC)
-    k3 = far.save(None, {"x": 1})
+    k3 = save(far, None, {"x": 1})
     after = datetime.now(UTC)
     age = timedelta(seconds=far.settings.cookie_age)
     assert before + age <= store.get_row(k3).expire_date <= after + age
-    assert store.load(k3) == {"x": 1} and far.load(k3) == {"x": 1}
+    assert load(store, k3) == {"x": 1} and load(far, k3) == {"x": 1}
     assert far.delete(k3) is True
     assert far.purge_expired(cutoff=T + timedelta(minutes=30)).deleted == 1
     assert all_keys(store) == [k2]
