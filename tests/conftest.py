@@ -87,6 +87,15 @@ def store(settings):
 
 
 @pytest.fixture
+def log(store):
+    """The kinds of the statements sent on the test's table (``log.kinds``; ``log.clear()``)."""
+    from httpserver import StatementLog
+
+    with StatementLog(store.engine, store.settings.table) as statements:
+        yield statements
+
+
+@pytest.fixture
 def isolated(monkeypatch, tmp_path):
     """Run in an empty folder with no SESSCTL_* variable or sessctl.toml from the developer's
     shell, and none of rich's switches that force a terminal."""
@@ -136,14 +145,12 @@ def pytest_generate_tests(metafunc):
     ])
 
 
-@pytest.fixture
-def stress_round(request):
-    """0 in the default run; 1..N for the repeats of ``pytest -m stress``."""
-    if request.param:
-        title = request.node.get_closest_marker("scenario").args[0]
-        backend = getattr(request.node, "callspec", None) and request.node.callspec.params.get("backend")
-        request.node.user_properties.append(("stress", (title, backend or "-")))
-    return request.param
+def pytest_collection_modifyitems(items):
+    for item in items:
+        params = getattr(item, "callspec", None) and item.callspec.params
+        if params and params.get("stress_round"):
+            title = item.get_closest_marker("scenario").args[0]
+            item.user_properties.append(("stress", (title, params.get("backend", "-"))))
 
 
 def pytest_runtest_logreport(report):

@@ -8,210 +8,32 @@ is not used: with httpx it raises a deprecation warning (an error here).
 from __future__ import annotations
 
 import asyncio
-import re
 import sqlite3
 import subprocess
 import sys
 import threading
 import time
-from dataclasses import dataclass
-from datetime import datetime, timedelta, timezone
+from datetime import timezone
 from typing import Any
 
 import httpx
 import pytest
 from fastapi import FastAPI, Request
-from starlette.applications import Starlette
-from starlette.middleware import Middleware
 from starlette.requests import Request as StarletteRequest
-from starlette.responses import JSONResponse, PlainTextResponse
-from starlette.routing import Route, WebSocketRoute
-from starlette.websockets import WebSocket
-from werkzeug.test import Client as WSGIClient
 
-from httpserver import StatementLog, cookie_attrs, routes_app
-from sessctl import SessionMiddleware as WSGISessionMiddleware
-from sessctl import SessionStore, Settings, TILL_BROWSER_CLOSE
+from httpserver import cookie_attrs
+from sessctl import SessionStore, Settings
 from sessctl.asgi import ASGISession, SessionMiddleware
 from sessctl.config import ConfigError
-from sessctl.policy import EXPIRY_KEY, RESEND_KEY
 from sessctl.store import new_key
-from helpers import AGE, DELETION, KEY_RE, SECRET, Clock, save, load
+from adapters import AsgiWeb as Web, login
+from adapters import build_asgi_app
+from helpers import AGE, DELETION, SECRET, save, load
 
 UTC = timezone.utc
 
 
-
-
-
 # -- the app ---------------------------------------------------------------------------------
-
-
-def build_app(store: SessionStore) -> Starlette:
-    def respond(payload: Any = None, status: int = 200) -> JSONResponse:
-        return JSONResponse(payload if payload is not None else {}, status_code=status)
-
-    async def none(request):
-        return PlainTextResponse("untouched")
-
-    async def read(request):
-        preloaded = request.session.is_loaded
-        return respond({"data": dict(request.session), "key": request.session.session_key, "preloaded": preloaded})
-
-    async def write(request):
-        session = request.session
-        for name, value in request.query_params.items():
-            session[name] = value
-        if not request.query_params:
-            session["n"] = session.get("n", 0) + 1
-        return respond({"key": session.session_key})
-
-    def sync_write(request):  # a plain def endpoint: Starlette runs it in its thread pool
-        request.session["sync"] = "yes"
-        return respond()
-
-    async def clear(request):
-        request.session.clear()
-        return respond()
-
-    async def login(request):
-        request.session.cycle_key()
-        request.session["user"] = request.query_params.get("user", "alice")
-        return respond()
-
-    async def logout(request):
-        request.session.flush()
-        if "crash" in request.query_params:
-            raise RuntimeError("boom after logout")
-        return respond()
-
-    async def set_life(request):
-        kind = request.path_params["kind"]
-        session = request.session
-        if kind == "browser-close":
-            session.set_life(TILL_BROWSER_CLOSE)
-        elif kind == "3600":
-            session.set_life(3600)
-        elif kind == "idle-3600":
-            session.set_life(3600, idle=True)
-        else:
-            session.set_life(None)
-        return respond()
-
-    async def expiry(request):
-        s = request.session
-        return respond({"age": s.get_expiry_age(), "browser_close": s.get_expire_at_browser_close()})
-
-    async def fail(request):
-        request.session["user"] = "changed"
-        return respond(status=int(request.query_params.get("status", 500)))
-
-    async def crash(request):
-        request.session["user"] = "changed"
-        raise RuntimeError("boom")
-
-    async def gone(request):
-        key = request.session.session_key
-        request.session.get("user")
-        await asyncio.to_thread(store.delete, key)  # logout elsewhere, `sessctl delete`, purge...
-        request.session["user"] = "resurrected?"
-        return respond()
-
-    async def vary(request):
-        request.session.get("x")
-        return PlainTextResponse("ok", headers={"Vary": "Accept-Encoding"})
-
-    async def ws(websocket: WebSocket):
-        await websocket.accept()
-        await websocket.send_json({"data": dict(websocket.session), "preloaded": websocket.session.is_loaded})
-        websocket.session["from_ws"] = True  # not saved: no cookie can follow a handshake
-        await websocket.close()
-
-    routes = [
-        Route("/none", none),
-        Route("/read", read),
-        Route("/write", write),
-        Route("/sync-write", sync_write),
-        Route("/clear", clear),
-        Route("/login", login),
-        Route("/logout", logout),
-        Route("/life/{kind}", set_life),
-        Route("/expiry", expiry),
-        Route("/fail", fail),
-        Route("/crash", crash),
-        Route("/gone", gone),
-        Route("/vary", vary),
-        WebSocketRoute("/ws", ws),
-    ]
-    return Starlette(routes=routes, middleware=[Middleware(SessionMiddleware, store=store)])
-
-
-@dataclass
-class Response:
-    status: int
-    headers: httpx.Headers
-    body: bytes
-
-    @property
-    def set_cookies(self) -> list[str]:
-        return self.headers.get_list("set-cookie")
-
-    def cookie(self, name: str = "sessionid") -> str | None:
-        found = [c for c in self.set_cookies if c.split("=", 1)[0] == name]
-        assert len(found) <= 1, found
-        return found[0] if found else None
-
-    @property
-    def vary(self) -> list[str]:
-        return [v.strip().lower() for value in self.headers.get_list("vary") for v in value.split(",") if v.strip()]
-
-    def json(self) -> Any:
-        import json
-
-        return json.loads(self.body)
-
-
-class Web:
-    """An ASGI app, an event loop to run it on, and a browser (httpx with a cookie jar)."""
-
-    def __init__(self, app: Any, store: SessionStore) -> None:
-        self.app = app
-        self.store = store
-        self.runner = asyncio.Runner()
-        transport = httpx.ASGITransport(app=app, raise_app_exceptions=False)
-        self.client = httpx.AsyncClient(transport=transport, base_url="http://testserver")
-        self._raw = httpx.AsyncClient(transport=transport, base_url="http://testserver")
-
-    def close(self) -> None:
-        self.runner.run(self.client.aclose())
-        self.runner.run(self._raw.aclose())
-        self.runner.close()
-
-    def run(self, coro: Any) -> Any:
-        return self.runner.run(coro)
-
-    async def aget(self, path: str, client: httpx.AsyncClient | None = None, **kw: Any) -> Response:
-        r = await (client or self.client).get(path, **kw)
-        return Response(r.status_code, r.headers, r.content)
-
-    def get(self, path: str = "/") -> Response:
-        return self.run(self.aget(path))
-
-    def raw(self, path: str = "/", cookie: str | None = None) -> Response:
-        """A request with exactly this Cookie header, outside the jar."""
-        self._raw.cookies.clear()
-        return self.run(self.aget(path, self._raw, headers={"Cookie": cookie} if cookie is not None else {}))
-
-    @property
-    def key(self) -> str | None:
-        return self.client.cookies.get("sessionid")
-
-    def data(self, key: str | None = None) -> dict[str, Any] | None:
-        row = self.store.get_row(key or self.key)
-        return None if row is None else self.store.codec.decode(row.session_data)
-
-    def rows(self) -> list[str]:
-        return sorted(r.key for r in self.store.iter_rows("all"))
 
 
 @pytest.fixture
@@ -219,7 +41,7 @@ def web(store):
     """``web(clock=..., app=builder, **settings)``: an ASGI app on its own store (sharing the test's engine)."""
     made: list[Web] = []
 
-    def start(*, clock=None, app=build_app, **overrides: Any) -> Web:
+    def start(*, clock=None, app=build_asgi_app, **overrides: Any) -> Web:
         settings = store.settings.replace(**overrides) if overrides else store.settings
         st = SessionStore(settings, engine=store.engine, clock=clock)
         w = Web(app(st), st)
@@ -230,19 +52,6 @@ def web(store):
     for w in made:
         w.close()
         w.store.close()
-
-
-@pytest.fixture
-def log(store):
-    with StatementLog(store.engine, store.settings.table) as statements:
-        yield statements
-
-
-def login(w: Web, **data: str) -> str:
-    for name, value in (data or {"user": "1"}).items():
-        assert w.get(f"/write?{name}={value}").status == 200
-    assert w.key and KEY_RE.fullmatch(w.key)
-    return w.key
 
 
 # -- untouched, read, write ----------------------------------------------------------------
@@ -271,132 +80,10 @@ def test_untouched_request_with_a_cookie_costs_only_the_preload(web, log):
     assert w.key == key
 
 
-def test_create_read_modify_and_their_queries(web, log):
-    w = web()
-    log.clear()
-    r = w.get("/write?user=1")
-    assert log.kinds == ["INSERT"]
-    header = r.cookie()
-    assert re.fullmatch(
-        r"sessionid=[a-z0-9]{32}; expires=\w{3}, \d\d \w{3} \d{4} \d\d:\d\d:\d\d GMT; HttpOnly; "
-        r"Max-Age=1209600; Path=/; SameSite=Lax",
-        header,
-    ), header
-    assert r.vary == ["cookie"]
-    key = w.key
-    assert cookie_attrs(header)[1] == key
-    log.clear()
-    r = w.get("/read")
-    assert log.kinds == ["SELECT"]
-    assert r.json() == {"data": {"user": "1"}, "key": key, "preloaded": True}
-    assert r.set_cookies == [] and r.vary == ["cookie"]
-    log.clear()
-    r = w.get("/write?cart=2")
-    assert log.kinds == ["SELECT", "UPDATE"]
-    assert cookie_attrs(r.cookie())[1] == key
-    assert w.data(key) == {"user": "1", "cart": "2"}
-    r = w.get("/sync-write")
-    assert cookie_attrs(r.cookie())[1] == key
-    assert w.data(key) == {"user": "1", "cart": "2", "sync": "yes"}
-
-
-def test_new_session_that_sets_nothing_gets_no_cookie_and_no_row(web, log):
-    w = web()
-    r = w.get("/read")
-    assert r.json() == {"data": {}, "key": None, "preloaded": False}
-    assert r.set_cookies == [] and r.vary == ["cookie"]
-    assert log.kinds == [] and w.rows() == []
-
-
-def test_vary_cookie_is_merged_into_an_existing_vary(web):
-    w = web()
-    r = w.get("/vary")
-    assert r.vary == ["accept-encoding", "cookie"] and len(r.headers.get_list("vary")) == 1
-
-
-def test_save_every_request_resaves_and_resends(web, log):
-    clock = Clock()
-    w = web(clock=clock, save_every_request=True)
-    assert w.get("/none").set_cookies == []
-    key = login(w)
-    clock.advance(60)
-    log.clear()
-    r = w.get("/none")
-    assert cookie_attrs(r.cookie())[1] == key and "cookie" in r.vary
-    assert log.kinds == ["SELECT", "UPDATE"]
-    assert w.store.get_row(key).expire_date == clock.now + timedelta(seconds=AGE)
-    r = w.raw("/none", cookie=f"sessionid={new_key()}")
-    assert r.cookie() == DELETION
-    assert w.rows() == [key]
-
-
 # -- lifetimes -----------------------------------------------------------------------------
 
 
-def test_set_life_variants_and_their_cookies(web):
-    clock = Clock()
-    w = web(clock=clock)
-    key = login(w)
-    _, value, attrs = cookie_attrs(w.get("/life/browser-close").cookie())
-    assert value == key and "max-age" not in attrs and "expires" not in attrs
-    assert w.data() == {"user": "1", EXPIRY_KEY: 0}
-    assert w.store.get_row(key).expire_date == clock.now + timedelta(seconds=AGE)
-    assert w.get("/expiry").json()["browser_close"] is True
-    _, _, attrs = cookie_attrs(w.get("/life/3600").cookie())
-    assert attrs["max-age"] == "3600"
-    assert w.store.get_row(key).expire_date == clock.now + timedelta(seconds=3600)
-    clock.advance(600)
-    assert w.get("/expiry").json() == {"age": 3000, "browser_close": False}
-    _, _, attrs = cookie_attrs(w.get("/life/idle-3600").cookie())
-    assert attrs["max-age"] == "3600"
-    clock.advance(600)
-    w.get("/write?touch=1")
-    assert w.store.get_row(key).expire_date == clock.now + timedelta(seconds=3600)
-    _, _, attrs = cookie_attrs(w.get("/life/none").cookie())
-    assert attrs["max-age"] == str(AGE) and EXPIRY_KEY not in w.data()
-    w.get("/life/3600")
-    clock.advance(3601)
-    assert w.get("/read").json()["data"] == {}
-
-
-def test_lifetime_set_by_another_writer_reaches_the_next_cookie(web):
-    w = web()
-    key = login(w)
-    w.store.update(key, lambda d: d.__setitem__(EXPIRY_KEY, 0), resend=True)  # as `sessctl till-browser-close`
-    assert w.get("/none").set_cookies == []  # preloaded, but not used: the signal waits
-    r = w.get("/read")
-    assert r.json()["data"] == {"user": "1", EXPIRY_KEY: 0}
-    _, value, attrs = cookie_attrs(r.cookie())
-    assert value == key and "max-age" not in attrs and "expires" not in attrs
-    assert RESEND_KEY not in w.data(key)
-    assert w.get("/read").set_cookies == []
-
-
 # -- keys ----------------------------------------------------------------------------------
-
-
-def test_cycle_key_on_login(web):
-    w = web()
-    old = login(w, cart="x")
-    r = w.get("/login?user=7")
-    new = cookie_attrs(r.cookie())[1]
-    assert new != old and KEY_RE.fullmatch(new) and w.key == new
-    assert w.data(new) == {"cart": "x", "user": "7"}
-    assert w.store.get_row(old) is None and w.rows() == [new]
-    assert w.raw("/read", cookie=f"sessionid={old}").json()["data"] == {}
-
-
-def test_flush_on_logout_deletes_row_and_cookie(web, log):
-    w = web()
-    key = login(w)
-    log.clear()
-    r = w.get("/logout")
-    assert r.set_cookies == [DELETION] and r.vary == ["cookie"]
-    assert log.kinds == ["SELECT", "DELETE"]
-    assert w.store.get_row(key) is None and w.rows() == []
-    assert w.key is None
-    r = w.get("/logout")
-    assert r.set_cookies == [] and r.vary == ["cookie"]
 
 
 def test_flush_deletes_the_row_even_if_the_app_then_fails(web):
@@ -407,56 +94,7 @@ def test_flush_deletes_the_row_even_if_the_app_then_fails(web):
     assert w.store.get_row(key) is None
 
 
-def test_session_emptied_by_the_view_is_deleted_with_its_cookie(web):
-    w = web()
-    key = login(w, a="1", b="2")
-    r = w.get("/clear")
-    assert r.cookie() == DELETION and "cookie" in r.vary
-    assert w.store.get_row(key) is None and w.key is None
-
-
-@pytest.mark.parametrize("kind", ["unknown", "malformed", "tampered"])
-def test_client_key_is_never_adopted(web, kind):
-    w = web()
-    sent = new_key()
-    if kind == "malformed":
-        sent = "../../etc/passwd"
-    elif kind == "tampered":
-        assert w.store.insert_row(sent, "not:a:signature", datetime.now(UTC) + timedelta(days=1))
-    r = w.raw("/read", cookie=f"sessionid={sent}")
-    assert r.json()["data"] == {} and r.json()["key"] is None
-    assert r.cookie() == DELETION
-    r = w.raw("/write?user=1", cookie=f"sessionid={sent}")
-    new = cookie_attrs(r.cookie())[1]
-    assert new != sent and KEY_RE.fullmatch(new)
-    assert w.data(new) == {"user": "1"}
-    if kind == "tampered":
-        assert w.store.get_row(sent).session_data == "not:a:signature"
-
-
-def test_session_deleted_during_the_request_is_not_recreated(web):
-    w = web()
-    key = login(w)
-    r = w.get("/gone")
-    assert r.status == 200 and r.cookie() == DELETION
-    assert w.store.get_row(key) is None and w.rows() == []
-    assert w.key is None
-
-
 # -- failures ------------------------------------------------------------------------------
-
-
-@pytest.mark.parametrize("path", ["/fail?status=500", "/fail?status=503", "/crash"])
-def test_nothing_is_saved_on_a_5xx(web, path):
-    w = web()
-    key = login(w)
-    before = w.store.get_row(key)
-    r = w.get(path)
-    assert r.status >= 500 and r.set_cookies == []
-    assert w.store.get_row(key) == before
-    r = w.raw(path)
-    assert r.status >= 500 and r.set_cookies == []
-    assert w.rows() == [key]
 
 
 def test_missing_settings_or_secret_fail_at_construction(settings):
@@ -504,7 +142,7 @@ def test_the_loop_keeps_ticking_while_a_save_waits_for_a_sqlite_lock(tmp_path):
     settings = Settings(database_url=f"sqlite:///{path}", secret_key=SECRET)
     store = SessionStore(settings)
     store.create_table()
-    w = Web(build_app(store), store)
+    w = Web(build_asgi_app(store), store)
 
     def hold_write_lock(locked: threading.Event, seconds: float) -> None:
         conn = sqlite3.connect(path, isolation_level=None)
@@ -688,28 +326,6 @@ def test_fastapi_login_me_logout(web):
     assert r.headers.get_list("set-cookie") == [DELETION]
     assert w.rows() == [] and w.key is None
     assert w.get("/me").json() == {"user": None, "age": AGE}
-
-
-def test_sessions_are_shared_with_the_wsgi_middleware_and_the_store(web):
-    w = web()
-    wsgi = WSGISessionMiddleware(
-        routes_app({
-            "/read": lambda s, e: {"data": dict(s.items())},
-            "/write": lambda s, e: s.__setitem__("from", "wsgi"),
-        }),
-        store=w.store,
-    )
-    key = login(w, user="asgi")
-    assert load(w.store, key) == {"user": "asgi"}
-    wc = WSGIClient(wsgi, use_cookies=False)
-    assert wc.get("/read", headers={"Cookie": f"sessionid={key}"}).json == {"data": {"user": "asgi"}}
-    r = wc.get("/write", headers={"Cookie": f"sessionid={key}"})
-    assert cookie_attrs(r.headers["Set-Cookie"])[1] == key
-    assert w.get("/read").json()["data"] == {"user": "asgi", "from": "wsgi"}
-    other = cookie_attrs(WSGIClient(wsgi, use_cookies=False).get("/write").headers["Set-Cookie"])[1]
-    assert w.raw("/read", cookie=f"sessionid={other}").json()["data"] == {"from": "wsgi"}
-    third = save(w.store, None, {"from": "store"})
-    assert w.raw("/read", cookie=f"sessionid={third}").json()["data"] == {"from": "store"}
 
 
 # -- layering ------------------------------------------------------------------------------

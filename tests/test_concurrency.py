@@ -15,7 +15,8 @@ from datetime import datetime, timedelta, timezone
 from httpserver import cookie_attrs, raw_get
 from sessctl.policy import EXPIRY_KEY, RESEND_KEY
 from helpers import AGE, DELETION, run_together
-from test_middleware import Web, login, log, web  # noqa: F401  (fixtures)
+from adapters import login
+from test_middleware import Web, web  # noqa: F401  (fixtures)
 
 UTC = timezone.utc
 WAIT = 15  # seconds; a hung view fails the test instead of hanging the run

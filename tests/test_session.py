@@ -15,7 +15,6 @@ from sessctl.session import Session
 from sessctl.store import SessionGone, new_key
 
 from helpers import AGE, KEY_RE, Clock, save
-from httpserver import StatementLog
 
 UTC = timezone.utc
 T0 = datetime(2031, 5, 17, 8, 30, 15, tzinfo=UTC)
@@ -30,13 +29,6 @@ def clock():
 def cstore(store, clock):
     """The test store, on the same engine, with a frozen clock."""
     return SessionStore(store.settings, engine=store.engine, clock=clock)
-
-
-@pytest.fixture
-def queries(store):
-    """The kinds of the statements sent on the session table (``["SELECT", ...]``)."""
-    with StatementLog(store.engine, store.settings.table) as log:
-        yield log
 
 
 def stored_data(store, key):
@@ -88,15 +80,15 @@ def test_mapping_api_and_flags(store):
     assert s.modified and s.accessed and dict(s) == {}
 
 
-def test_loading_is_lazy_and_costs_one_select(store, queries):
+def test_loading_is_lazy_and_costs_one_select(store, log):
     key = save(store, None, {"a": 1})
-    queries.clear()
+    log.clear()
     s = Session(store, key)
-    assert queries.kinds == [] and not s.is_loaded and not s.accessed
+    assert log.kinds == [] and not s.is_loaded and not s.accessed
     assert s["a"] == 1
-    assert queries.kinds == ["SELECT"]
+    assert log.kinds == ["SELECT"]
     assert s.get("a") == 1 and "a" in s and list(s) == ["a"]
-    assert queries.kinds == ["SELECT"]  # loaded once
+    assert log.kinds == ["SELECT"]  # loaded once
 
 
 def test_save_does_not_clear_data_and_gives_a_fresh_key(store):
@@ -124,13 +116,13 @@ def test_nested_mutation_is_only_saved_when_marked_modified(store):
 BAD_KEYS = ["", "short", "1", "../../x", "a" * 41, "a" * 500, "é" * 32, "A" * 32, "abc def ghi jkl mno", "a/b" * 11, None]
 
 
-def test_invalid_client_keys_are_never_looked_up_nor_adopted(store, queries):
+def test_invalid_client_keys_are_never_looked_up_nor_adopted(store, log):
     for bad in BAD_KEYS:
-        queries.clear()
+        log.clear()
         s = Session(store, bad)
         assert s.session_key is None, bad
         assert dict(s) == {}, bad
-        assert queries.kinds == [], bad  # nothing to look up
+        assert log.kinds == [], bad  # nothing to look up
         s["x"] = 1
         key = s.save()
         assert KEY_RE.fullmatch(key) and key != bad
