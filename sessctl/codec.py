@@ -23,20 +23,15 @@ import json
 import time
 import zlib
 from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
 from typing import Any
+
+from .errors import BadSignature, CodecError
 
 SALT = "django.contrib.sessions.SessionStore"
 _B62 = "0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz"
 # Decompressing unverified data (``--no-verify``) must not be a zip bomb.
 MAX_DECOMPRESSED = 64 * 1024 * 1024
-
-
-class CodecError(ValueError):
-    """``session_data`` could not be decoded (the one error this module raises on input)."""
-
-
-class BadSignature(CodecError):
-    """The signature does not match any of the configured secret keys."""
 
 
 def _b64encode(raw: bytes) -> bytes:
@@ -210,3 +205,35 @@ def signed_at(value: str) -> int | None:
         return b62_decode(_split(value)[1])
     except CodecError:
         return None
+
+
+def from_settings(settings: Any) -> Codec | None:
+    """The codec for ``settings``' secret key and fallbacks; None when no secret key is set."""
+    if not settings.secret_key:
+        return None
+    return Codec(settings.secret_key, settings.secret_key_fallbacks)
+
+
+@dataclass(frozen=True, slots=True)
+class Inspection:
+    """What :func:`inspect` read from a stored value, for a person to look at."""
+
+    data: dict[str, Any] | None  # None when it cannot be read (or is withheld: see ``error``)
+    verified: bool
+    signed_at: int | None
+    error: CodecError | None  # why ``data`` is missing; a BadSignature when it had to verify
+
+
+def inspect(codec: Codec | None, value: str, *, verify: bool) -> Inspection:
+    """Decode ``value`` for an operator: verified when ``codec`` can, else unverified unless ``verify``."""
+    when = signed_at(value)
+    try:
+        if codec is not None:
+            try:
+                return Inspection(codec.decode(value), True, when, None)
+            except BadSignature:
+                if verify:
+                    raise
+        return Inspection(decode_unverified(value), False, when, None)
+    except CodecError as exc:
+        return Inspection(None, False, when, exc)

@@ -24,6 +24,8 @@ from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
 from typing import Any
 
+from .errors import ConfigError
+
 DEFAULT_DB = "sqlite:///sessions.db"
 DEFAULT_CONFIG = "sessctl.toml"
 ENV = {
@@ -36,10 +38,6 @@ ENV = {
 }
 _TABLE_RE = re.compile(r"^[A-Za-z_][A-Za-z0-9_]{0,62}$")
 _SAMESITE = {"lax": "Lax", "strict": "Strict", "none": "None"}
-
-
-class ConfigError(ValueError):
-    """The configuration (file, environment or arguments) is invalid."""
 
 
 @dataclass(frozen=True)

@@ -14,9 +14,9 @@ from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
 from . import policy
-from .codec import CodecError
+from .errors import CodecError, Conflict, SessionGone
 from .policy import EXPIRY_KEY, RESEND_KEY, TILL_BROWSER_CLOSE
-from .store import MAX_CAS_ATTEMPTS, Conflict, Row, SessionGone, new_key, valid_key
+from .store import MAX_CAS_ATTEMPTS, Row, new_key, valid_key
 
 if TYPE_CHECKING:
     from .store import SessionStore
@@ -263,7 +263,7 @@ class Session(MutableMapping):
     def save(self) -> str | None:
         """Write the session; returns its key, or None if it was empty (and is now gone).
 
-        Raises :class:`~sessctl.store.SessionGone` if the row was deleted by
+        Raises :class:`~sessctl.errors.SessionGone` if the row was deleted by
         someone else meanwhile: it is never re-created.
         """
         data = self._session
@@ -284,21 +284,29 @@ class Session(MutableMapping):
         store = self._store
         if self._old_row is not None:
             data = self._retire_old_row(data)
-        now = store.now()
-        exp = policy.compute(store.settings, data, now)
+        exp = policy.compute(store.settings, data, store.now())
         encoded = store.codec.encode(data)
-        key = self._key if self._fresh_key and self._key is not None else new_key()
-        for _ in range(10):
-            if store.insert_row(key, encoded, exp.expire_date):
-                break
-            key = new_key()
-        else:
-            raise Conflict("could not find a free session key")
+        key = store.create_row(encoded, exp.expire_date, key=self._key if self._fresh_key else None)
         self._key = key
         self._fresh_key = False
         self._row = Row(key, encoded, exp.expire_date)
         self.expiry = exp
         return key
+
+    def _rebase(self, base: Row, data: dict[str, Any], now: datetime | None = None) -> tuple[Row | None, dict[str, Any]]:
+        """After a lost compare-and-swap on ``base``: the row as it is now, and ``data``'s changes re-applied to it.
+
+        The row is None when it was deleted (or expired) meanwhile.
+        """
+        codec = self._store.codec
+        fresh = self._store.load_row(base.key, now)
+        if fresh is None:
+            return None, data
+        try:
+            theirs = codec.decode(fresh.session_data)
+        except CodecError:
+            theirs = {}  # unreadable: our copy is the best we have
+        return fresh, _merge(codec.decode(base.session_data), data, theirs)
 
     def _retire_old_row(self, data: dict[str, Any]) -> dict[str, Any]:
         """Delete the row cycle_key() left behind, by compare-and-swap.
@@ -308,52 +316,40 @@ class Session(MutableMapping):
         ends here rather than living on under a new key. Deleting before the
         insert means a crash in between loses a session but never revives one.
         """
-        store, codec = self._store, self._store.codec
         old = self._old_row
         assert old is not None
         for _ in range(MAX_CAS_ATTEMPTS):
-            if store.delete_row(old.key, only_if=old):
+            if self._store.delete_row(old.key, only_if=old):
                 self._old_row = None
                 self._data = data
                 return data
-            fresh = store.load_row(old.key)
+            fresh, data = self._rebase(old, data)
             if fresh is None:
                 self._old_row = self._row = None
                 self._key = None
                 self._fresh_key = False
                 raise SessionGone(f"session {old.key} was deleted while this request ran")
-            try:
-                theirs = codec.decode(fresh.session_data)
-            except CodecError:
-                theirs = {}
-            data = _merge(codec.decode(old.session_data), data, theirs)
             old = fresh
         raise Conflict(f"session {old.key} kept changing; gave up after {MAX_CAS_ATTEMPTS} attempts")
 
     def _swap(self, data: dict[str, Any]) -> str:
         store = self._store
-        codec = store.codec
         row = self._row
         assert row is not None
         for _ in range(MAX_CAS_ATTEMPTS):
             now = store.now()
             exp = policy.compute(store.settings, data, now)
-            encoded = codec.encode(data)
+            encoded = store.codec.encode(data)
             if store.swap_row(row, encoded, exp.expire_date):
                 self._row = Row(row.key, encoded, exp.expire_date)
                 self._data = data
                 self.expiry = exp
                 return row.key
-            fresh = store.load_row(row.key, now)
+            fresh, data = self._rebase(row, data, now)
             if fresh is None:
                 self._row = None
                 self._key = None
                 raise SessionGone(f"session {row.key} was deleted while this request ran")
-            try:
-                theirs = codec.decode(fresh.session_data)
-            except CodecError:
-                theirs = {}  # unreadable: our copy is the best we have
-            data = _merge(codec.decode(row.session_data), data, theirs)
             row = fresh
         raise Conflict(f"session {row.key} kept changing; gave up after {MAX_CAS_ATTEMPTS} attempts")
 

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import logging
-import re
 import sys
 from functools import cached_property
 
@@ -100,14 +99,12 @@ class App:
 
     def codec(self, why: str | None = None):
         """The codec; without a secret key, None, or with ``why`` an error saying why it is needed."""
-        settings = self.settings
-        if not settings.secret_key:
-            if why is None:
-                return None
-            raise click.ClickException(f"no secret key configured, and {why}: {SECRET_HINT}")
-        from sessctl.codec import Codec
+        from sessctl.codec import from_settings
 
-        return Codec(settings.secret_key, settings.secret_key_fallbacks)
+        codec = from_settings(self.settings)
+        if codec is None and why is not None:
+            raise click.ClickException(f"no secret key configured, and {why}: {SECRET_HINT}")
+        return codec
 
     def say(self, message: str, *, force: bool = False) -> None:
         """A message for the person at the terminal (stderr; silenced by --quiet)."""
@@ -116,39 +113,43 @@ class App:
 
 
 def redact(url: str) -> str:
-    return re.sub(r"(://[^/@:]*:)[^/@]*@", r"\1***@", url)
+    """The URL with its password hidden (the library's own rendering)."""
+    from sessctl.db import redact_url
+
+    return redact_url(url)
+
+
+def bad_signature(then: str) -> str:
+    """The one wording of a signature no configured key matches; ``then`` says what else to do."""
+    return (
+        "signature does not match the secret key or any fallback key (wrong secret key?); "
+        f"{SECRET_HINT}{then}"
+    )
 
 
 def error_message(exc: Exception, database_url: str | None = None) -> str:
     """One line for a failure from the runtime: what went wrong and what to do."""
-    from sessctl.codec import BadSignature, CodecError
-    from sessctl.config import ConfigError
+    from sessctl import errors
 
-    if isinstance(exc, ConfigError):
+    if isinstance(exc, errors.ConfigError):
         return str(exc)
-    if isinstance(exc, BadSignature):
-        return (
-            "session data signature does not match the secret key or any fallback key (wrong secret key?); "
-            f"{SECRET_HINT}, and list retired keys in SESSCTL_SECRET_KEY_FALLBACKS"
-        )
-    if isinstance(exc, CodecError):
+    if isinstance(exc, errors.BadSignature):
+        return "session data " + bad_signature(", and list retired keys in SESSCTL_SECRET_KEY_FALLBACKS")
+    if isinstance(exc, errors.CodecError):
         return f"session data cannot be decoded: {exc}"
-    if "sessctl.store" in sys.modules:
-        from sessctl import store
-
-        if isinstance(exc, store.SessionGone):
-            return f"{exc}; see the live sessions with: sessctl list"
-        if isinstance(exc, store.DatabaseUnavailable):
-            if database_url is not None and database_url.split(":", 1)[0].split("+", 1)[0].lower() == "sqlite":
-                return (
-                    f"{exc}; check --db / SESSCTL_DB, that the file and its folder are readable and writable "
-                    "(SQLite makes -wal and -shm files beside it), and that the disk is not full"
-                )
-            return f"{exc}; check --db / SESSCTL_DB and that the database server is running"
-        if isinstance(exc, store.Conflict):
-            return f"{exc}; try again"
-        if isinstance(exc, store.StoreError):
-            return str(exc)
+    if isinstance(exc, errors.SessionGone):
+        return f"{exc}; see the live sessions with: sessctl list"
+    if isinstance(exc, errors.DatabaseUnavailable):
+        if database_url is not None and database_url.split(":", 1)[0].split("+", 1)[0].lower() == "sqlite":
+            return (
+                f"{exc}; check --db / SESSCTL_DB, that the file and its folder are readable and writable "
+                "(SQLite makes -wal and -shm files beside it), and that the disk is not full"
+            )
+        return f"{exc}; check --db / SESSCTL_DB and that the database server is running"
+    if isinstance(exc, errors.Conflict):
+        return f"{exc}; try again"
+    if isinstance(exc, errors.StoreError):
+        return str(exc)
     return f"unexpected {type(exc).__name__}: {exc}; re-run with --debug to see the traceback"
 
 

@@ -10,7 +10,7 @@ import contextlib
 
 import click
 
-from .app import SECRET_HINT
+from .app import bad_signature
 from .types import Duration, IdleDuration, SessionKey
 
 pass_app = click.pass_obj
@@ -174,32 +174,27 @@ def decode(app, value, as_json, no_verify):
 
 def _decode(codec, value: str, *, verify: bool) -> tuple[dict, str | None]:
     """Decode ``value`` -> ({verified, signed_at, data}, problem or None); data is None when withheld."""
-    from sessctl import codec as codecs
+    from sessctl.codec import BadSignature, inspect
 
     from .render import iso_from_timestamp
 
-    out = {"verified": False, "signed_at": iso_from_timestamp(codecs.signed_at(value)), "data": None}
     try:
-        if codec is not None:
-            try:
-                out["data"], out["verified"] = codec.decode(value), True
-                return out, None
-            except codecs.BadSignature:
-                if verify:
-                    raise
-        out["data"] = codecs.decode_unverified(value)
-    except codecs.BadSignature:
-        return out, (
-            "the signature does not match the secret key or any fallback key (wrong secret key?); "
-            f"{SECRET_HINT}, list retired keys in SESSCTL_SECRET_KEY_FALLBACKS, "
-            "or pass --no-verify to see the data unverified"
+        seen = inspect(codec, value, verify=verify)
+    except BadSignature:
+        seen, problem = None, "the " + bad_signature(
+            ", list retired keys in SESSCTL_SECRET_KEY_FALLBACKS, or pass --no-verify to see the data unverified"
         )
-    except codecs.CodecError as exc:
-        return out, f"the data cannot be decoded ({exc}); it was not written by Django or sessctl"
-    except RecursionError:  # JSON nested deeper than Python's parser goes
-        out["data"], out["verified"] = None, False
-        return out, "the data cannot be decoded: its JSON is nested too deeply for Python's parser"
-    return out, None
+    else:
+        problem = None
+        if seen.error is not None:
+            problem = f"the data cannot be decoded ({seen.error}); it was not written by Django or sessctl"
+    if seen is None:
+        from sessctl.codec import signed_at
+
+        out = {"verified": False, "signed_at": iso_from_timestamp(signed_at(value)), "data": None}
+    else:
+        out = {"verified": seen.verified, "signed_at": iso_from_timestamp(seen.signed_at), "data": seen.data}
+    return out, problem
 
 
 def _change_life(app, key: str, mutate, what: str) -> None:
@@ -214,18 +209,10 @@ def _change_life(app, key: str, mutate, what: str) -> None:
     try:
         _data, expiry = store.update(key, mutate, resend=True)
     except codecs.BadSignature:
-        raise click.ClickException(
-            f"session {key}: the signature does not match the secret key or any fallback key "
-            f"(wrong secret key?); {SECRET_HINT}; nothing was changed"
-        ) from None
+        raise click.ClickException(f"session {key}: the {bad_signature('; nothing was changed')}") from None
     except codecs.CodecError as exc:
         raise click.ClickException(
             f"session {key}: the data cannot be decoded ({exc}), so its lifetime cannot be changed; nothing was changed"
-        ) from None
-    except RecursionError:
-        raise click.ClickException(
-            f"session {key}: the data cannot be decoded (its JSON is nested too deeply for Python's parser), "
-            "so its lifetime cannot be changed; nothing was changed"
         ) from None
     left = format_seconds((expiry.expire_date - store.now()).total_seconds())
     app.say(

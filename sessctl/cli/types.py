@@ -82,7 +82,8 @@ def complete_keys(params: dict, incomplete: str, limit: int = 100) -> list[str]:
     import warnings
 
     from sessctl.config import Settings
-    from sessctl.store import SessionStore, make_engine
+    from sessctl.db import make_engine
+    from sessctl.store import SessionStore
 
     # Completion never needs the secret, so a bad secret setting must not stop it.
     environ = {k: v for k, v in os.environ.items() if not k.startswith("SESSCTL_SECRET_KEY")}

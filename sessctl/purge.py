@@ -1,0 +1,332 @@
+"""Purge: delete expired rows in short batches, and the lock that lets one purge run at a time.
+
+One adaptive loop (:func:`purge_expired`) drives a *walker*, a function that
+deletes the expired rows of the next stretch of the table and says how far it
+got. Each dialect walks the table in its storage order, so a batch rewrites a
+run of neighbouring pages instead of one random page per row; an explicit
+``batch_size`` (or an unknown dialect) deletes the ``n`` oldest expired rows
+per batch instead. Every DELETE re-checks ``expire_date < cutoff`` itself, so
+a session refreshed meanwhile survives, and a purge may be killed at any
+moment and re-run.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import bindparam, delete, select, text
+
+from .db import is_deadlock, sqlite_path
+from .errors import StoreError
+
+DEADLOCK_RETRIES = 5
+# Purge batch sizing: how long one batch should hold its locks, per dialect.
+BATCH_SECONDS = {"sqlite": 0.02, "postgresql": 0.25, "mysql": 0.1, "mariadb": 0.1}
+BATCH_PAUSE = {"sqlite": 0.002}
+FIRST_BATCH, MIN_BATCH, MAX_BATCH = 500, 50, 50_000
+
+
+@dataclass(slots=True)
+class PurgeResult:
+    deleted: int = 0
+    batches: int = 0
+    seconds: float = 0.0
+    complete: bool = True
+    cutoff: datetime | None = None
+    remaining: int | None = None
+
+
+@dataclass(slots=True)
+class Walker:
+    """``step(n) -> (deleted, more)`` deletes the next stretch of about ``n`` rows (or pages)."""
+
+    step: Callable[[int], tuple[int, bool]]
+    first: int
+    smallest: int
+    largest: int
+    recount: bool = False  # when done, count what is left (rows skipped while locked)
+    empty: bool = False  # nothing to walk: no batch at all
+
+
+def purge_expired(
+    store: Any,
+    *,
+    batch_size: int | None = None,
+    max_seconds: float | None = None,
+    cutoff: datetime | None = None,
+    on_batch: Callable[[int], None] | None = None,
+) -> PurgeResult:
+    """Delete ``store``'s rows whose ``expire_date`` is before ``cutoff`` (default: now), batch by batch.
+
+    Without ``batch_size`` the batches are sized to last about
+    ``BATCH_SECONDS[dialect]``: short on SQLite, where a batch holds the only
+    write lock and the app waits for it; longer elsewhere, where it locks only
+    the rows it deletes. ``max_seconds`` stops cleanly after that budget
+    (``complete`` is then False, ``remaining`` says how many expired rows are left).
+    """
+    if batch_size is not None and batch_size <= 0:
+        raise ValueError("batch_size must be positive")
+    cutoff = store.now() if cutoff is None else cutoff
+    dialect = store.dialect
+    walk = _WALKS.get(dialect) if batch_size is None else None
+    if walk is not None:
+        walker = walk(store, cutoff)
+    elif batch_size is not None:
+        walker = Walker(_oldest_first(store, cutoff), batch_size, batch_size, batch_size, dialect == "postgresql")
+    else:
+        walker = Walker(_oldest_first(store, cutoff), FIRST_BATCH, MIN_BATCH, MAX_BATCH, dialect == "postgresql")
+    target = BATCH_SECONDS.get(dialect, 0.1)
+    pause = BATCH_PAUSE.get(dialect, 0.0)
+    result = PurgeResult(cutoff=cutoff)
+    start = time.monotonic()
+    step = walker.first
+    while not walker.empty:
+        began = time.monotonic()
+        deleted, more = walker.step(step)
+        took = time.monotonic() - began
+        result.batches += 1
+        result.deleted += deleted
+        if on_batch is not None and deleted:
+            on_batch(deleted)
+        if not more:
+            if walker.recount:  # SKIP LOCKED may have passed rows by
+                result.remaining = store.count_expired(cutoff)
+                result.complete = result.remaining == 0
+            break
+        if max_seconds is not None and time.monotonic() - start >= max_seconds:
+            result.complete = False
+            result.remaining = store.count_expired(cutoff)
+            break
+        # Aim the next batch at the target duration, changing by at most 4x at a time.
+        step = int(min(max(step * target / max(took, 1e-4), step / 4, walker.smallest), step * 4, walker.largest))
+        if pause:
+            time.sleep(pause)  # a gap for the app's writers (SQLite has one write lock)
+    result.seconds = time.monotonic() - start
+    return result
+
+
+def _retrying(work: Callable[[], Any]) -> Any:
+    """Run one purge batch, again after a deadlock or lock timeout (its transaction was rolled back)."""
+    for attempt in range(DEADLOCK_RETRIES):
+        try:
+            return work()
+        except StoreError as err:
+            if attempt + 1 == DEADLOCK_RETRIES or not is_deadlock(err.__cause__):
+                raise
+            time.sleep(0.005 * (attempt + 1))
+    raise AssertionError("unreachable")
+
+
+def _count(store: Any, stmt: Any, params: dict | None = None) -> int:
+    """Run one DELETE in its own transaction (retried after a deadlock); the rows it deleted."""
+
+    def once() -> int:
+        with store.connect(write=True) as conn:
+            return conn.execute(stmt, params or {}).rowcount
+
+    return _retrying(once)
+
+
+def _names(store: Any) -> tuple[str, str]:
+    q = store.engine.dialect.identifier_preparer.quote_identifier
+    return q(store.settings.table), q("expire_date")
+
+
+def _typed_cutoff(store: Any) -> Any:
+    return bindparam("cutoff", type_=store.table.c.expire_date.type)
+
+
+def _oldest_first(store: Any, cutoff: datetime) -> Callable[[int], tuple[int, bool]]:
+    """Delete up to ``n`` rows expired before ``cutoff``, oldest first; ``more`` while batches come back full."""
+    t = store.table
+    name, exp = _names(store)
+    dialect = store.dialect
+
+    def batch(conn: Any, n: int) -> tuple[int, bool]:
+        params = {"cutoff": cutoff, "n": n}
+        if dialect == "sqlite":
+            sql = (
+                f"DELETE FROM {name} WHERE rowid IN (SELECT rowid FROM {name} WHERE {exp} < :cutoff "
+                f"ORDER BY {exp} LIMIT :n) AND {exp} < :cutoff"
+            )
+        elif dialect == "postgresql":
+            sql = (
+                f"DELETE FROM {name} WHERE ctid = ANY(ARRAY(SELECT ctid FROM {name} WHERE {exp} < :cutoff "
+                f"ORDER BY {exp} LIMIT :n FOR UPDATE SKIP LOCKED)) AND {exp} < :cutoff"
+            )
+        elif dialect in ("mysql", "mariadb"):
+            # Find the keys first, then delete by key: a DELETE that walks the
+            # expire_date index locks index-then-row, the app's UPDATE by key
+            # row-then-index, and InnoDB deadlocks on the opposite orders.
+            keys = [k for (k,) in conn.execute(
+                select(t.c.session_key).where(t.c.expire_date < cutoff).order_by(t.c.expire_date).limit(n)
+            )]
+            if not keys:
+                return 0, False
+            deleted = conn.execute(delete(t).where(t.c.session_key.in_(keys), t.c.expire_date < cutoff)).rowcount
+            return deleted, len(keys) == n
+        else:
+            keys = select(t.c.session_key).where(t.c.expire_date < cutoff).limit(n).scalar_subquery()
+            deleted = conn.execute(delete(t).where(t.c.session_key.in_(keys), t.c.expire_date < cutoff)).rowcount
+            return deleted, deleted == n
+        deleted = conn.execute(text(sql).bindparams(_typed_cutoff(store), bindparam("n")), params).rowcount
+        return deleted, deleted == n
+
+    def step(n: int) -> tuple[int, bool]:
+        def once() -> tuple[int, bool]:
+            with store.connect(write=True) as conn:
+                return batch(conn, n)
+
+        return _retrying(once)
+
+    return step
+
+
+def _heap_pages(store: Any, cutoff: datetime) -> Walker:
+    """PostgreSQL: delete the expired rows of one range of heap pages at a time.
+
+    A TID range scan reads the pages in physical order and touches no index
+    to find its rows; each DELETE still re-checks the cutoff, and a row being
+    updated meanwhile is re-checked on its new version.
+    """
+    name, exp = _names(store)
+    with store.connect() as conn:
+        pages = conn.execute(
+            text("SELECT pg_relation_size(CAST(:t AS regclass)) / current_setting('block_size')::int"),
+            {"t": name},
+        ).scalar_one()
+    stmt = text(
+        f"DELETE FROM {name} WHERE ctid >= CAST(:lo AS tid) AND ctid < CAST(:hi AS tid) AND {exp} < :cutoff"
+    ).bindparams(_typed_cutoff(store))
+    pos = 0
+
+    def step(n: int) -> tuple[int, bool]:
+        nonlocal pos
+        deleted = _count(store, stmt, {"lo": f"({pos},0)", "hi": f"({pos + n},0)", "cutoff": cutoff})
+        pos += n
+        return deleted, pos < pages
+
+    return Walker(step, 64, 8, 1 << 20, empty=pages <= 0)
+
+
+def _rowids(store: Any, cutoff: datetime) -> Walker:
+    """SQLite: delete the expired rows of one rowid range at a time.
+
+    Rowid order is the table's storage order, so a batch rewrites a run of
+    neighbouring table pages (the indexes are touched at random whatever the
+    order). Batches are short, with a gap after each, since each holds
+    SQLite's one write lock while the app waits.
+    """
+    name, exp = _names(store)
+    with store.connect() as conn:
+        top = conn.execute(text(f"SELECT max(rowid) FROM {name}")).scalar() or 0
+    stmt = text(f"DELETE FROM {name} WHERE rowid >= :lo AND rowid < :hi AND {exp} < :cutoff").bindparams(
+        _typed_cutoff(store)
+    )
+    pos = 0
+
+    def step(n: int) -> tuple[int, bool]:
+        nonlocal pos
+        deleted = _count(store, stmt, {"lo": pos, "hi": pos + n, "cutoff": cutoff})
+        pos += n
+        return deleted, pos <= top
+
+    return Walker(step, 1000, 50, 1 << 22)
+
+
+def _primary_keys(store: Any, cutoff: datetime) -> Walker:
+    """MySQL/MariaDB: delete the expired rows of one primary-key range at a time.
+
+    InnoDB keeps rows in primary-key order, so each batch reads a run of
+    neighbouring pages instead of one random page per row (which is what
+    walking the expire_date index costs with a small buffer pool).
+    """
+    t = store.table
+    key, exp = t.c.session_key, t.c.expire_date
+    last = ""
+
+    def step(n: int) -> tuple[int, bool]:
+        nonlocal last
+        with store.connect() as conn:
+            bound = conn.execute(select(key).where(key > last).order_by(key).limit(1).offset(n - 1)).scalar()
+        cond = [key > last, exp < cutoff] + ([key <= bound] if bound is not None else [])
+        deleted = _count(store, delete(t).where(*cond))
+        if bound is not None:
+            last = bound
+        return deleted, bound is not None
+
+    return Walker(step, 1000, 100, 200_000)
+
+
+# Dialects whose adaptive purge walks the table in storage order.
+_WALKS: dict[str, Callable[[Any, datetime], Walker]] = {
+    "sqlite": _rowids,
+    "postgresql": _heap_pages,
+    "mysql": _primary_keys,
+    "mariadb": _primary_keys,
+}
+
+
+@contextlib.contextmanager
+def exclusive(store: Any, name: str = "purge", *, wait: bool = False) -> Iterator[bool]:
+    """Hold a lock named ``name`` for ``store``'s table across processes; yields whether it was got.
+
+    PostgreSQL: a session advisory lock; MySQL/MariaDB: ``GET_LOCK``; SQLite:
+    ``flock`` on a file beside the database. Each is released when the holder
+    exits, even by ``kill -9``, so a crashed run never blocks the next one.
+    With ``wait`` it blocks until the lock is free.
+    """
+    table = store.settings.table
+    lock_name = f"sessctl.{name}.{table}"
+    dialect = store.dialect
+    if dialect == "sqlite":
+        path = sqlite_path(store.settings.database_url)
+        if path is None:
+            yield True
+            return
+        import fcntl
+
+        fd = os.open(f"{path}.sessctl-{name}-{table}.lock", os.O_RDWR | os.O_CREAT, 0o600)
+        try:
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | (0 if wait else fcntl.LOCK_NB))
+            except BlockingIOError:
+                yield False
+                return
+            yield True
+        finally:
+            os.close(fd)  # releases the flock
+        return
+    with store.connect() as conn:
+        if dialect == "postgresql":
+            import zlib
+
+            lock_id = zlib.crc32(lock_name.encode())
+            fn = "pg_advisory_lock" if wait else "pg_try_advisory_lock"
+            got = conn.execute(text(f"SELECT {fn}(:k)"), {"k": lock_id}).scalar()
+            got = True if wait else bool(got)
+            conn.commit()
+            try:
+                yield got
+            finally:
+                if got:
+                    conn.execute(text("SELECT pg_advisory_unlock(:k)"), {"k": lock_id})
+                    conn.commit()
+        elif dialect in ("mysql", "mariadb"):
+            mysql_name = lock_name[:64]
+            got = conn.execute(text("SELECT GET_LOCK(:n, :t)"), {"n": mysql_name, "t": 31536000 if wait else 0}).scalar()
+            conn.commit()
+            try:
+                yield got == 1
+            finally:
+                if got == 1:
+                    conn.execute(text("SELECT RELEASE_LOCK(:n)"), {"n": mysql_name})
+                    conn.commit()
+        else:
+            yield True
