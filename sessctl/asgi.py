@@ -44,7 +44,7 @@ from collections.abc import Awaitable, Callable, MutableMapping
 from typing import Any, TypeVar
 
 from .config import Settings
-from .middleware import CookieRules, parse_cookie
+from .cookies import CookieRules, build_store, parse_cookie
 from .session import Session
 from .store import SessionStore, valid_key
 
@@ -86,11 +86,7 @@ class SessionMiddleware:
     """
 
     def __init__(self, app: ASGIApp, settings: Settings | None = None, *, store: SessionStore | None = None) -> None:
-        if store is None:
-            if settings is None:
-                raise TypeError("SessionMiddleware needs settings (or a store)")
-            store = SessionStore(settings)
-        store.codec  # no secret key: fail now, not on the first request
+        store = build_store("SessionMiddleware", settings, store)
         self.app = app
         self.store = store
         self.settings = store.settings

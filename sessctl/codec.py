@@ -225,7 +225,10 @@ class Inspection:
 
 
 def inspect(codec: Codec | None, value: str, *, verify: bool) -> Inspection:
-    """Decode ``value`` for an operator: verified when ``codec`` can, else unverified unless ``verify``."""
+    """Decode ``value`` for an operator: verified when ``codec`` can, else unverified unless ``verify``.
+
+    Never raises on bad input: ``error`` says why there is no data.
+    """
     when = signed_at(value)
     try:
         if codec is not None:

@@ -48,7 +48,7 @@ from typing import TYPE_CHECKING
 from flask.sessions import SessionInterface, SessionMixin
 
 from .config import Settings
-from .middleware import CookieRules, parse_cookie
+from .cookies import CookieRules, build_store, parse_cookie
 from .policy import TILL_BROWSER_CLOSE
 from .session import Session
 from .store import SessionStore
@@ -94,16 +94,10 @@ class SessctlSessionInterface(SessionInterface):
     session_class = FlaskSession
 
     def __init__(self, settings: Settings | SessionStore | None = None, *, store: SessionStore | None = None) -> None:
-        if isinstance(settings, SessionStore):
-            settings, store = None, settings
-        if store is None:
-            if settings is None:
-                raise TypeError("SessctlSessionInterface needs settings (or a store)")
-            store = SessionStore(settings)
-        store.codec  # no secret key: fail now, not on the first request
+        store = build_store("SessctlSessionInterface", settings, store)
         self.store = store
         self.settings = store.settings
-        # The WSGI middleware's response rules (save, cookie, Vary), shared rather than copied.
+        # The response rules (save, cookie, Vary) that every adapter shares (sessctl.cookies).
         self.rules = CookieRules(store.settings)
 
     # Flask extensions that ask about the cookie get sessctl's answers.

@@ -266,10 +266,14 @@ def compute(settings: PolicySettings, data: dict[str, Any], now: datetime | None
     else:
         expire_date = _add(now, settings.cookie_age)
         age = int(settings.cookie_age)
-    browser_session = kind == BROWSER_CLOSE or (kind == DEFAULT and settings.expire_at_browser_close)
-    if browser_session:
+    if ends_with_browser(kind, settings):
         return Expiry(expire_date, None, None, lifetime)
     return Expiry(expire_date, age, _add(now, age), lifetime)
+
+
+def ends_with_browser(kind: str, settings: PolicySettings) -> bool:
+    """A session of lifetime ``kind`` gets a browser-session cookie (no Max-Age) under ``settings``."""
+    return kind == BROWSER_CLOSE or (kind == DEFAULT and settings.expire_at_browser_close)
 
 
 def format_seconds(seconds: float) -> str:

@@ -25,7 +25,7 @@ import pytest
 from click.testing import CliRunner
 
 from sessctl.cli import cli
-from sessctl.demo import Demo, running
+from sessctl.cli.demo.server import Demo, running
 
 FLAGS = [
     "--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",

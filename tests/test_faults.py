@@ -44,7 +44,7 @@ from httpserver import Client, cookie_attrs, raw_get, routes_app, serve
 from sessctl import SessionMiddleware, SessionStore
 from sessctl.cli import cli
 from sessctl.codec import Codec, CodecError, decode_unverified
-from sessctl.middleware import parse_cookie
+from sessctl.cookies import parse_cookie
 from helpers import KEY_RE, fill, invoke, load, popen, save, sessctl, snapshot
 
 ERROR_LINE = re.compile(r"Error: \S.*\n")

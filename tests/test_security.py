@@ -41,7 +41,7 @@ pytestmark = pytest.mark.usefixtures("isolated")
 
 def modules() -> dict[str, ast.Module]:
     found = {str(p.relative_to(PACKAGE.parent)): ast.parse(p.read_text(), str(p)) for p in PACKAGE.rglob("*.py")}
-    assert "sessctl/codec.py" in found and "sessctl/cli/commands.py" in found
+    assert "sessctl/codec.py" in found and "sessctl/cli/commands/show.py" in found
     return found
 
 

@@ -16,25 +16,9 @@ from typing import Any
 import click
 
 from sessctl.policy import Lifetime, format_seconds
-
-UNREADABLE = "unreadable"
-KINDS = ("default", "browser_close", "absolute", "idle", UNREADABLE)
-HISTOGRAM = [
-    ("<1h", 3600),
-    ("1h-6h", 6 * 3600),
-    ("6h-1d", 86400),
-    ("1d-7d", 7 * 86400),
-    ("7d-14d", 14 * 86400),
-    ("14d-30d", 30 * 86400),
-    (">=30d", None),
-]
-
+from sessctl.reports import UNREADABLE, iso
 
 # -- values -------------------------------------------------------------------
-
-
-def iso(moment: datetime) -> str:
-    return moment.astimezone(timezone.utc).isoformat()
 
 
 def iso_from_timestamp(ts: int | None) -> str | None:
@@ -105,24 +89,6 @@ def printable(text: str) -> str:
     if text.isprintable():
         return text
     return "".join(c if c.isprintable() else repr(c)[1:-1] for c in text)
-
-
-def row_summary(row, now: datetime) -> dict[str, Any]:
-    """What ``list`` shows of a row; the lifetime is read without verifying the signature."""
-    from sessctl.codec import decode_unverified
-    from sessctl.policy import lifetime_of
-
-    try:
-        lifetime = lifetime_of(decode_unverified(row.session_data)).to_json()
-    except Exception:  # any undecodable value, however malformed
-        lifetime = {"kind": UNREADABLE}
-    return {
-        "key": row.key,
-        "expire_date": iso(row.expire_date),
-        "expired": row.expired(now),
-        "lifetime": lifetime,
-        "size": len(row.session_data.encode("utf-8")),
-    }
 
 
 # -- JSON ---------------------------------------------------------------------
@@ -283,25 +249,6 @@ def purge_progress(app, store, cutoff: datetime):
     with Progress(*columns, console=err, transient=True, disable=not err.is_interactive) as progress:
         task = progress.add_task("purge", total=total)
         yield lambda n: progress.advance(task, n)
-
-
-def active_breakdown(rows: Iterable, now: datetime) -> tuple[dict[str, int], int, list[dict[str, Any]]]:
-    """Count live rows by lifetime kind (and deadlines that carry an idle limit too) and by time left."""
-    kinds = dict.fromkeys(KINDS, 0)
-    with_idle = 0
-    buckets = [0] * len(HISTOGRAM)
-    for row in rows:
-        lifetime = row_summary(row, now)["lifetime"]
-        kinds[lifetime["kind"]] += 1
-        if lifetime.get("idle_seconds") is not None:
-            with_idle += 1
-        left = (row.expire_date - now).total_seconds()
-        index = next(i for i, (_, upto) in enumerate(HISTOGRAM) if upto is None or left <= upto)
-        buckets[index] += 1
-    histogram = [
-        {"label": label, "upto_seconds": upto, "count": n} for (label, upto), n in zip(HISTOGRAM, buckets)
-    ]
-    return kinds, with_idle, histogram
 
 
 def _kind_rows(report: dict[str, Any]) -> list[tuple[str, int]]:

@@ -11,6 +11,15 @@ _PART = re.compile(r"(\d+)([smhdw])")
 # 100 years: further than any cookie or database datetime needs to reach.
 MAX_DURATION = 100 * 365 * 86400
 
+# The options and decorators several commands share.
+pass_app = click.pass_obj
+json_option = click.option("--json", "as_json", is_flag=True, help="Print JSON (ISO-8601 UTC timestamps).")
+no_verify_option = click.option(
+    "--no-verify",
+    is_flag=True,
+    help="Show the data even if its signature does not verify (labelled unverified; never trust it).",
+)
+
 
 def parse_duration(text: str) -> int:
     """``3600``, ``90m``, ``2h``, ``7d``, ``1h30m`` -> seconds; ValueError on anything else."""

@@ -1,0 +1,60 @@
+"""`sessctl list`: the sessions, soonest to expire first."""
+
+from __future__ import annotations
+
+import contextlib
+
+import click
+
+from ..types import json_option, pass_app
+
+
+@click.command("list")
+@click.option("--active", "state", flag_value="active", default=True, help="Only live sessions (the default).")
+@click.option("--expired", "state", flag_value="expired", help="Only expired sessions.")
+@click.option("--all", "state", flag_value="all", help="Live and expired sessions.")
+@click.option("--browser-close", is_flag=True, help="Only sessions that end when the browser closes.")
+@click.option("--limit", type=click.IntRange(min=1), metavar="N", help="Show at most N sessions.")
+@json_option
+@pass_app
+def list_(app, state, browser_close, limit, as_json):
+    """List sessions: key, expiry, lifetime kind, data size.
+
+    Expiry is shown in UTC and relative to now, soonest first. Needs no
+    secret key: the lifetime kind is read without verifying the signature
+    ("unreadable" if the data cannot be decoded at all); a deadline that also
+    carries an idle limit shows as absolute+idle. With --json, prints an
+    array, streamed row by row.
+
+    \b
+    Example:
+      sessctl list --expired --limit 20
+      sessctl list --all --json > sessions.json
+    """
+    from sessctl.policy import ends_with_browser
+    from sessctl.reports import row_summary
+
+    from ..render import json_array, session_table
+
+    store = app.store()
+    now = store.now()
+
+    def summaries():
+        count = 0
+        # Without a filter the SQL LIMIT ends the stream, so the store's cursor is read to its end.
+        with contextlib.closing(store.iter_rows(state, now=now, limit=None if browser_close else limit)) as rows:
+            for row in rows:
+                item = row_summary(row, now)
+                if browser_close and not ends_with_browser(item["lifetime"]["kind"], app.settings):
+                    continue
+                if limit is not None and count >= limit:
+                    break
+                yield item
+                count += 1
+
+    if as_json:
+        shown = json_array(summaries())
+    else:
+        shown = session_table(summaries(), now)
+    if not shown:
+        app.say(f"no {'' if state == 'all' else state + ' '}sessions")

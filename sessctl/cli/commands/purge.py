@@ -1,0 +1,137 @@
+"""`sessctl purge`: delete expired (or all) sessions in short batches, one purge at a time."""
+
+from __future__ import annotations
+
+import contextlib
+
+import click
+
+from ..types import json_option, pass_app
+
+
+LOCKED = "another purge is running on this table; exiting"
+
+
+@click.command()
+@click.option("--expired", is_flag=True, help="Delete the expired sessions.")
+@click.option("--all", "all_", is_flag=True, help="Delete every session (logs everyone out; needs --yes).")
+@click.option("--yes", is_flag=True, help="Confirm --all.")
+@click.option("--dry-run", is_flag=True, help="Count what would be deleted; delete nothing.")
+@click.option(
+    "--batch-size",
+    type=click.IntRange(min=1),
+    default=None,
+    metavar="N",
+    help="Rows deleted per transaction.  [default: sized as it goes so that each batch stays short]",
+)
+@click.option(
+    "--max-seconds",
+    type=click.FloatRange(min=0, min_open=True),
+    metavar="S",
+    help="Stop cleanly after about S seconds; re-run to go on.",
+)
+@click.option(
+    "--wait",
+    is_flag=True,
+    help="If another purge of this table is running, wait for it to end instead of exiting.",
+)
+@json_option
+@pass_app
+def purge(app, expired, all_, yes, dry_run, batch_size, max_seconds, wait, as_json):
+    """Delete expired sessions in short batches.
+
+    With --all --yes, delete every session instead.
+    Safe while the app serves: each batch is its own short transaction that
+    re-checks expiry, so a session renewed meanwhile survives. Purge may be
+    killed at any moment, or stopped by --max-seconds (still exit 0), and
+    simply run again. Prints a one-line summary on stderr, or one JSON object
+    on stdout with --json.
+
+    Only one purge of a table runs at a time (overlapping cron runs): a
+    second one says so and exits 0 at once, or with --wait waits its turn.
+    The lock is released when its holder ends, even by kill -9.
+
+    \b
+    Example:
+      sessctl purge --expired
+      17 * * * *  sessctl --quiet purge --expired --max-seconds 300
+    """
+    from sessctl.reports import iso
+
+    from ..render import json_object, plural, purge_progress
+
+    if expired == all_:
+        raise click.UsageError("say what to purge: either --expired, or --all --yes")
+    mode = "all" if all_ else "expired"
+    if mode == "all" and not yes and not dry_run:
+        raise click.UsageError("purge --all deletes every session and logs everyone out; add --yes to confirm")
+    store = app.store()
+    result = {"mode": mode, "dry_run": dry_run}
+    if dry_run:
+        cutoff = store.now()
+        count = store.counts(cutoff)["total"] if mode == "all" else store.count_expired(cutoff)
+        result.update(cutoff=iso(cutoff), deleted=0, would_delete=count, batches=0, seconds=0.0,
+                      complete=True, remaining=count)
+        message = f"would delete {plural(count, 'session')} (dry run: nothing deleted)"
+    else:
+        with contextlib.ExitStack() as stack:
+            if not _purge_lock(app, store, stack, wait):
+                result.update(deleted=0, batches=0, seconds=0.0, complete=False, remaining=None, skipped=LOCKED)
+                if as_json:
+                    json_object(result)
+                app.say(LOCKED + ("" if wait else " (pass --wait to wait for it instead)"))
+                return
+            cutoff = store.now()  # taken once the lock is held: a waiting purge sees what the first one left
+            result["cutoff"] = iso(cutoff)
+            if mode == "all":
+                count = store.delete_all()
+                result.update(deleted=count, batches=1, seconds=0.0, complete=True, remaining=0)
+                message = f"deleted all {plural(count, 'session')}"
+            else:
+                with purge_progress(app, store, cutoff) as on_batch:
+                    done = store.purge_expired(
+                        batch_size=batch_size, max_seconds=max_seconds, cutoff=cutoff, on_batch=on_batch
+                    )
+                remaining = 0 if done.complete else done.remaining
+                result.update(
+                    deleted=done.deleted,
+                    batches=done.batches,
+                    seconds=round(done.seconds, 3),
+                    complete=done.complete,
+                    remaining=remaining,
+                )
+                message = (
+                    f"deleted {plural(done.deleted, 'expired session')} "
+                    f"in {plural(done.batches, 'batch', 'batches')} ({done.seconds:.1f}s)"
+                )
+                if not done.complete:
+                    message += f"; stopped after --max-seconds with {remaining} left: re-run to go on"
+    if as_json:
+        json_object(result)
+    else:
+        app.say(message)
+
+
+def _purge_lock(app, store, stack: contextlib.ExitStack, wait: bool) -> bool:
+    """Take this table's purge lock on ``stack``; False if another purge holds it and we do not wait."""
+
+    def take(block: bool) -> bool:
+        try:
+            with contextlib.ExitStack() as attempt:
+                got = attempt.enter_context(store.exclusive("purge", wait=block))
+                if got:
+                    stack.enter_context(attempt.pop_all())  # held until the purge ends
+                return got  # not got: the attempt's connection is let go at once
+        except OSError as exc:  # SQLite: the lock file beside the database cannot be made
+            where = f" {exc.filename!r}" if exc.filename else ""
+            raise click.ClickException(
+                f"cannot open the purge lock file{where}: {exc.strerror or exc}; "
+                "the database's folder must be writable"
+            ) from None
+
+    if take(False):
+        return True
+    if not wait:
+        return False
+    app.say("another purge is running on this table; waiting for it to end (--wait)")
+    return take(True)

@@ -1,0 +1,106 @@
+"""`sessctl show` and `sessctl decode`: one session, or one raw value, decoded."""
+
+from __future__ import annotations
+
+import click
+
+from ..app import bad_signature
+from ..types import SessionKey, json_option, no_verify_option, pass_app
+
+
+@click.command()
+@click.argument("key", type=SessionKey())
+@json_option
+@no_verify_option
+@pass_app
+def show(app, key, as_json, no_verify):
+    """Show one session: expiry, lifetime, decoded data.
+
+    Works on expired rows too (marked expired). Needs the app's secret key to
+    verify the data, unless --no-verify.
+
+    \b
+    Example:
+      sessctl show 9xk2m4qpz7w3ht5bn8cv6dl1rf0gsa2e
+      sessctl show 9xk2m4qpz7w3ht5bn8cv6dl1rf0gsa2e --json | jq .data
+    """
+    from sessctl.reports import row_summary
+
+    from ..render import json_object, session_panel
+
+    codec = app.codec(None if no_verify else "show must verify the data's signature (or pass --no-verify)")
+    store = app.store()
+    row = store.get_row(key)
+    if row is None:
+        raise click.ClickException(f"no session with key {key}; see the sessions with: sessctl list --all")
+    now = store.now()
+    info = row_summary(row, now)
+    decoded, problem = _decode(codec, row.session_data, verify=not no_verify)
+    info.update(decoded)
+    if decoded["data"] is not None:
+        from sessctl.policy import lifetime_of
+
+        info["lifetime"] = lifetime_of(decoded["data"]).to_json()
+    if problem:
+        info["error"] = problem
+    if as_json:
+        json_object(info)
+    else:
+        session_panel(info, now)
+    if problem:
+        raise click.ClickException(f"session {key}: {problem}")
+
+
+@click.command()
+@click.argument("value", metavar="[DATA | -]", default="-", required=False)
+@json_option
+@no_verify_option
+@pass_app
+def decode(app, value, as_json, no_verify):
+    """Decode a raw session_data value.
+
+    Reads DATA from the argument, or from stdin when it is "-" or absent.
+    Needs no database; needs the secret key unless --no-verify.
+
+    \b
+    Example:
+      sessctl decode 'eyJ1c2VyIjo0Mn0:1u7Pfj:Qk2...'
+      psql -Atc "select session_data from django_session limit 1" | sessctl decode --json
+    """
+    from ..render import json_object, session_panel
+
+    codec = app.codec(None if no_verify else "decode must verify the data's signature (or pass --no-verify)")
+    if value == "-":
+        import sys
+
+        value = sys.stdin.read()
+    value = value.strip()
+    if not value:
+        raise click.UsageError("no data: give DATA as an argument or on stdin")
+    decoded, problem = _decode(codec, value, verify=not no_verify)
+    if problem:
+        raise click.ClickException(problem)
+    from sessctl.policy import lifetime_of
+
+    info = {"lifetime": lifetime_of(decoded["data"]).to_json(), "size": len(value), **decoded}
+    if as_json:
+        json_object(info)
+    else:
+        session_panel(info, None)
+
+
+def _decode(codec, value: str, *, verify: bool) -> tuple[dict, str | None]:
+    """Decode ``value`` -> ({verified, signed_at, data}, problem or None); data is None when withheld."""
+    from sessctl.codec import BadSignature, inspect
+
+    from ..render import iso_from_timestamp
+
+    seen = inspect(codec, value, verify=verify)
+    out = {"verified": seen.verified, "signed_at": iso_from_timestamp(seen.signed_at), "data": seen.data}
+    if isinstance(seen.error, BadSignature):
+        return out, "the " + bad_signature(
+            ", list retired keys in SESSCTL_SECRET_KEY_FALLBACKS, or pass --no-verify to see the data unverified"
+        )
+    if seen.error is not None:
+        return out, f"the data cannot be decoded ({seen.error}); it was not written by Django or sessctl"
+    return out, None
