@@ -10,7 +10,7 @@ from ..types import Duration, IdleDuration, SessionKey, pass_app
 
 def _change_life(app, key: str, mutate, what: str) -> None:
     """Rewrite one session's lifetime in one compare-and-swap, and report the new expiry."""
-    from sessctl import codec as codecs
+    from sessctl.errors import BadSignature, CodecError
     from sessctl.policy import format_seconds
 
     from ..render import utc_text
@@ -19,9 +19,9 @@ def _change_life(app, key: str, mutate, what: str) -> None:
     store = app.store()
     try:
         _data, expiry = store.update(key, mutate, resend=True)
-    except codecs.BadSignature:
+    except BadSignature:
         raise click.ClickException(f"session {key}: the {bad_signature('; nothing was changed')}") from None
-    except codecs.CodecError as exc:
+    except CodecError as exc:
         raise click.ClickException(
             f"session {key}: the data cannot be decoded ({exc}), so its lifetime cannot be changed; nothing was changed"
         ) from None
