@@ -353,7 +353,7 @@ def backend_urls(requested: list[str], results: Results) -> dict[str, str]:
         url = os.environ.get(ENV_URL[b])
         if not url:
             results.note(f"{LABEL[b]} skipped: ${ENV_URL[b]} is not set "
-                         "(eval \"$(/work/shared/services.sh)\" exports it)")
+                         "(eval \"$(scripts/test-databases.sh)\" exports it)")
             continue
         try:
             conn = raw_connect(b, url)

@@ -9,7 +9,7 @@ the table at the end has one line per comparison: scenario | ours | baseline |
 ratio | target | met?. Benchmarks print, they do not judge: the exit status is
 0 unless something crashed or a correctness check failed (wrong rows purged,
 lost updates...), then 1. PostgreSQL and MariaDB come from
-$SESSCTL_TEST_POSTGRES and $SESSCTL_TEST_MYSQL (eval "$(../shared/services.sh)").
+$SESSCTL_TEST_POSTGRES and $SESSCTL_TEST_MYSQL (eval "$(scripts/test-databases.sh)").
 """
 
 from __future__ import annotations

@@ -2,8 +2,9 @@
 SQLite, PostgreSQL and MariaDB, against real servers.
 
 PostgreSQL and MariaDB URLs come from ``SESSCTL_TEST_POSTGRES`` and
-``SESSCTL_TEST_MYSQL`` (``eval "$(../shared/services.sh)"`` exports them).
-Locally a missing URL skips that backend; under CI (``CI=true``) it fails.
+``SESSCTL_TEST_MYSQL`` (``eval "$(scripts/test-databases.sh)"`` exports them).
+Locally a missing URL skips that backend, and the end of the run says so loudly;
+under CI (``CI=true``) it fails.
 """
 
 from __future__ import annotations
@@ -22,15 +23,43 @@ BACKENDS = {
 }
 
 
+ENABLE = 'eval "$(scripts/test-databases.sh)"'
+NAMES = {"postgres": "PostgreSQL", "mysql": "MariaDB/MySQL"}
+_not_tested: dict[str, int] = {}  # backend -> tests skipped for want of its server
+
+
 def _server_url(backend: str) -> str:
     var = BACKENDS[backend]
     url = os.environ.get(var or "")
     if not url:
-        message = f"{var} is not set: run eval \"$(../shared/services.sh)\" first"
+        message = f"{var} is not set: run {ENABLE} first"
         if os.environ.get("CI"):
             pytest.fail(message)
+        _not_tested[backend] = _not_tested.get(backend, 0) + 1
         pytest.skip(message)
     return url
+
+
+class _BackendsNotTested:
+    """A plugin object, so that this hook sits beside the stress table's own pytest_terminal_summary."""
+
+    @pytest.hookimpl(wrapper=True, tryfirst=True)  # outermost: after pytest's own summaries
+    def pytest_terminal_summary(self, terminalreporter):
+        """Say loudly, last, which database backends this run did not test and how to test them."""
+        yield
+        if not _not_tested:
+            return
+        tr = terminalreporter
+        tr.section("DATABASE BACKENDS NOT TESTED", red=True, bold=True)
+        for backend, count in _not_tested.items():
+            tr.write_line(f"{NAMES[backend]}: {count} tests skipped, {BACKENDS[backend]} is not set", red=True, bold=True)
+        tested = ", ".join(["SQLite", *(NAMES[b] for b in NAMES if b not in _not_tested)])
+        tr.write_line(f"Tested only: {tested}. To test every backend: {ENABLE} && python -m pytest", bold=True)
+        tr.write_line("(it finds, starts or, as root, installs the servers; README: Development)")
+
+
+def pytest_configure(config):
+    config.pluginmanager.register(_BackendsNotTested(), "sessctl-backends-not-tested")
 
 
 @pytest.fixture(params=list(BACKENDS))
