@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import re
+import time
 from datetime import datetime, timedelta, timezone
 
 import pytest
@@ -73,12 +74,15 @@ def test_our_sessions_load_in_django(store, life):
     elif life is not None:
         session.set_life(life)
     key = session.save()
+    # Django answers from a subprocess: its clock runs ahead of ours by however long that took.
+    started = time.monotonic()
     oracle = django(store.settings, "load", "--key", key)
+    slack = 2 + (time.monotonic() - started)
     assert oracle["key_after"] == key
     assert {k: v for k, v in oracle["data"].items() if k != EXPIRY_KEY} == {"user": 7, "greeting": "héllo [b]markup[/b]"}
     assert oracle["browser_close"] == session.get_expire_at_browser_close()
-    assert abs(oracle["expiry_age"] - session.get_expiry_age()) <= 2
-    assert iso(oracle["expiry_date"]) - session.expiry.expire_date < timedelta(seconds=2)
+    assert abs(oracle["expiry_age"] - session.get_expiry_age()) <= slack
+    assert iso(oracle["expiry_date"]) - session.expiry.expire_date < timedelta(seconds=slack)
 
 
 def test_django_writes_to_our_session_and_we_see_it(store):
