@@ -55,7 +55,7 @@ def save(store, key: str | None, data: dict[str, Any]) -> str:
 
     session = Session(store, key)
     if key is not None and session.session_key is None:
-        from sessctl.store import SessionGone
+        from sessctl.errors import SessionGone
 
         raise SessionGone(f"session {key} does not exist or has expired")
     session.clear()

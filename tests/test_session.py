@@ -12,7 +12,8 @@ import pytest
 from sessctl import SessionStore, TILL_BROWSER_CLOSE
 from sessctl.policy import EXPIRY_KEY, RESEND_KEY
 from sessctl.session import Session
-from sessctl.store import SessionGone, new_key
+from sessctl.errors import SessionGone
+from sessctl.store import new_key
 
 from helpers import AGE, KEY_RE, Clock, save
 

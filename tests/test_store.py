@@ -17,7 +17,9 @@ from sqlalchemy import event, inspect, text
 from sessctl import SessionStore
 from sessctl.model import django_index_name
 from sessctl.policy import EXPIRY_KEY, RESEND_KEY
-from sessctl.store import SessionGone, make_engine, new_key
+from sessctl.db import make_engine
+from sessctl.errors import SessionGone
+from sessctl.store import new_key
 from helpers import T, all_keys, clocked, load, put, save
 
 UTC = timezone.utc
