@@ -45,6 +45,7 @@ SECTIONS = ("startup", "runtime", "purge", "report")
 class Context:
     def __init__(self, args: argparse.Namespace, workdir: Path, results: Results, urls: dict[str, str]):
         self.quick = args.quick
+        self.repeat = args.repeat
         self.rows = args.rows
         self.backends = args.backends
         self.workdir = workdir
@@ -98,6 +99,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                     help="comma-separated backends for runtime and purge (default: sqlite,postgres,mysql)")
     ap.add_argument("--json", metavar="FILE", help="also write every figure, the machine and the notes as JSON")
     ap.add_argument("--keep", action="store_true", help="keep the work directory (databases, logs)")
+    ap.add_argument("--repeat", type=int, default=1, metavar="N",
+                    help="purge trials per mode and backend, interleaved; the table shows medians (default 1)")
     args = ap.parse_args(argv)
     only = [s.strip() for s in args.only.split(",") if s.strip()]
     bad = [s for s in only if s not in SECTIONS]

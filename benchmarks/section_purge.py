@@ -48,7 +48,7 @@ TABLE = "bench_purge"
 TEMPLATE = "bench_purge_tpl"
 RATE = 200.0
 THREADS = 8
-RATIO_TARGET = {"sqlite": 0.8, "postgres": 0.6, "mysql": 0.5}
+RATIO_TARGET = {"sqlite": 0.8, "postgres": 0.8, "mysql": 0.5}
 MEMORY_LIMIT_MB = 100.0
 
 
@@ -86,31 +86,39 @@ def _backend(ctx, b: str, ds, keys_file: Path) -> None:
         modes.append("cli")
     else:
         res.note(f"purge {L}: `sessctl purge --expired` not measured, the CLI is not ready ({why})")
-    trials = {}
-    for mode in modes:
-        t0 = time.perf_counter()
-        if b == "sqlite":
-            path = ctx.workdir / f"purge_{mode}.db"
-            copy_sqlite(template, path)
-            target, raw_target = sqlite_url(path), str(path)
-        else:
-            make_trial_table(b, ctx.urls[b], TEMPLATE, TABLE)
-            target = raw_target = ctx.urls[b]
-        log(f"purge {L} {mode}: table ready in {time.perf_counter() - t0:.1f} s; starting the app load")
-        trial = _trial(ctx, b, mode, target, keys_file, exe)
-        trials[mode] = trial
-        problems = verify_purged(b, raw_target, TABLE, ds)
-        if trial.get("error"):
-            res.fail(f"purge {L} {mode}: the purge failed: {trial['error']}")
-        elif problems:
-            res.fail(f"purge {L} {mode}: wrong rows left: " + "; ".join(problems))
-        elif trial["deleted"] != ds.expired:
-            res.note(f"purge {L} {mode}: reported {trial['deleted']} deleted for {ds.expired} expired rows")
-        if b == "sqlite":
-            remove_sqlite(path)
-        log(f"purge {L} {mode}: {trial.get('deleted')} rows in {trial.get('seconds', 0):.2f} s; app during: "
-            f"p50 {_ms(trial['during_p50'])} p99 {_ms(trial['during_p99'])} errors {trial['errors']} "
-            f"(n={trial['during_n']}); peak RSS {trial.get('maxrss_mb', 0):.1f} MB")
+    rounds = getattr(ctx, "repeat", 1)
+    runs: dict[str, list[dict]] = {m: [] for m in modes}
+    order = list(modes)
+    for rnd in range(rounds):
+        if rnd:  # interleaved: each round in another order, so drift on the machine hits every mode
+            order = order[1:] + order[:1]
+        for mode in order:
+            t0 = time.perf_counter()
+            if b == "sqlite":
+                path = ctx.workdir / f"purge_{mode}.db"
+                copy_sqlite(template, path)
+                target, raw_target = sqlite_url(path), str(path)
+            else:
+                make_trial_table(b, ctx.urls[b], TEMPLATE, TABLE)
+                target = raw_target = ctx.urls[b]
+            log(f"purge {L} {mode} (round {rnd + 1}/{rounds}): table ready in {time.perf_counter() - t0:.1f} s; "
+                "starting the app load")
+            trial = _trial(ctx, b, mode, target, keys_file, exe)
+            runs[mode].append(trial)
+            problems = verify_purged(b, raw_target, TABLE, ds)
+            if trial.get("error"):
+                res.fail(f"purge {L} {mode}: the purge failed: {trial['error']}")
+            elif problems:
+                res.fail(f"purge {L} {mode}: wrong rows left: " + "; ".join(problems))
+            elif trial["deleted"] != ds.expired:
+                res.note(f"purge {L} {mode}: reported {trial['deleted']} deleted for {ds.expired} expired rows")
+            if b == "sqlite":
+                remove_sqlite(path)
+            log(f"purge {L} {mode}: {trial.get('deleted')} rows in {trial.get('seconds', 0):.2f} s; app during: "
+                f"p50 {_ms(trial['during_p50'])} p99 {_ms(trial['during_p99'])} errors {trial['errors']} "
+                f"(n={trial['during_n']}); peak RSS {trial.get('maxrss_mb', 0):.1f} MB"
+                + (f"; WAL peak {trial['wal_peak_mb']:.0f} MB" if trial.get("wal_peak_mb") is not None else ""))
+    trials = {mode: _median_trial(t) for mode, t in runs.items()}
 
     # The "no purge" baseline pools the app's latencies before every trial's purge started.
     pre = [lat for t in trials.values() for lat in t["pre_latencies"]]
@@ -153,12 +161,47 @@ def _backend(ctx, b: str, ds, keys_file: Path) -> None:
                     met=None if rss is None else rss <= MEMORY_LIMIT_MB))
 
 
+def _median_trial(runs: list[dict]) -> dict:
+    """One trial's figures from several: medians of rates and latencies, sums of errors, the worst RSS and WAL."""
+    from bench_common import median
+
+    if len(runs) == 1:
+        return runs[0]
+    out = dict(runs[0])
+    for key in ("rps", "seconds", "reported_seconds", "during_p50", "during_p99", "batches", "deleted"):
+        vals = [r[key] for r in runs if r.get(key) is not None]
+        out[key] = median(vals) if vals else None
+        if key in ("batches", "deleted") and out[key] is not None:
+            out[key] = round(out[key])
+    for key in ("maxrss_mb", "wal_peak_mb", "during_max"):
+        vals = [r[key] for r in runs if r.get(key) is not None]
+        out[key] = max(vals) if vals else None
+    out["errors"] = sum(r["errors"] for r in runs)
+    out["during_n"] = sum(r["during_n"] for r in runs)
+    kinds: dict[str, int] = {}
+    for r in runs:
+        for k, n in r["error_kinds"].items():
+            kinds[k] = kinds.get(k, 0) + n
+    out["error_kinds"] = kinds
+    out["pre_latencies"] = [lat for r in runs for lat in r["pre_latencies"]]
+    out["rounds"] = len(runs)
+    out["round_rps"] = [r.get("rps") for r in runs]
+    out["round_p99"] = [r.get("during_p99") for r in runs]
+    if any(r.get("error") for r in runs):
+        out["error"] = next(r["error"] for r in runs if r.get("error"))
+    return out
+
+
 def _purge_note(t: dict, ds, how: str) -> str:
     note = f"{t.get('deleted', 0):,} of {ds.n:,} rows in {t.get('seconds', 0):.1f} s ({how})"
     if t.get("batches") is not None:
         note += f", {t['batches']} batch" + ("es" if t["batches"] != 1 else "")
     if t.get("reported_seconds") is not None:
         note += f"; command's own timer {t['reported_seconds']:.1f} s"
+    if t.get("wal_peak_mb") is not None:
+        note += f"; WAL peak {t['wal_peak_mb']:.0f} MB"
+    if t.get("rounds"):
+        note += f"; median of {t['rounds']} rounds: " + ", ".join(f"{r / 1000:.0f}k" for r in t["round_rps"] if r)
     return note
 
 
@@ -168,6 +211,8 @@ def _ms(v) -> str:
 
 def _app_note(t: dict) -> str:
     note = f"p50 {_ms(t['during_p50'])}, {t['during_n']} requests, {t['errors']} errors"
+    if t.get("rounds"):
+        note += "; p99 per round " + ", ".join(_ms(p) for p in t["round_p99"])
     if t["error_kinds"]:
         top = sorted(t["error_kinds"].items(), key=lambda kv: -kv[1])[:2]
         note += "; " + "; ".join(f"{n}× {k[:70]}" for k, n in top)
@@ -196,7 +241,12 @@ def _trial(ctx, b: str, mode: str, target: str, keys_file: Path, exe: str | None
         else:
             argv = [PYTHON, str(HERE / "worker_purge.py"), "--mode", mode, "--backend", b, "--target", target,
                     "--table", TABLE]
-        r = run_child(argv, cwd=ctx.workdir, env=clean_env(), timeout=1800, rss=True)
+        wal = _WalWatch(target) if b == "sqlite" else None
+        try:
+            r = run_child(argv, cwd=ctx.workdir, env=clean_env(), timeout=1800, rss=True)
+        finally:
+            if wal is not None:
+                trial["wal_peak_mb"] = wal.stop()
         t_end = time.monotonic()
         time.sleep(tail_s)
         trial["maxrss_mb"] = r.maxrss_mb
@@ -250,6 +300,34 @@ def _trial(ctx, b: str, mode: str, target: str, keys_file: Path, exe: str | None
     if trial["pre_errors"]:
         ctx.results.note(f"purge {LABEL[b]} {mode}: the app had {trial['pre_errors']} errors before the purge started")
     return trial
+
+
+class _WalWatch:
+    """The largest size the SQLite file's -wal reaches while a purge runs (sampled every 20 ms)."""
+
+    def __init__(self, url: str) -> None:
+        import threading
+
+        self.path = url.split(":///", 1)[1] + "-wal"
+        self.peak = 0
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+        self._thread.start()
+
+    def _run(self) -> None:
+        import os
+
+        while not self._stop.is_set():
+            try:
+                self.peak = max(self.peak, os.path.getsize(self.path))
+            except OSError:
+                pass
+            self._stop.wait(0.02)
+
+    def stop(self) -> float:
+        self._stop.set()
+        self._thread.join()
+        return self.peak / 2**20
 
 
 def _readline(proc: subprocess.Popen, timeout: float) -> str | None:

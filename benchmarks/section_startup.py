@@ -1,4 +1,6 @@
-"""Section ``startup``: wall time of ``sessctl --help`` and ``sessctl stats`` against bare python."""
+"""Section ``startup``: wall time of ``sessctl --help`` and ``sessctl stats`` against bare python,
+and of ``sessctl stats`` against ``python -c "import sqlalchemy, click"`` (what sessctl adds over
+the two libraries every database command needs)."""
 
 from __future__ import annotations
 
@@ -26,6 +28,7 @@ def run(ctx) -> None:
     cwd = ctx.workdir
     cmds = {
         "python": [PYTHON, "-c", "pass"],
+        "libs": [PYTHON, "-c", "import sqlalchemy, click"],
         "help": [exe, "--help"],
         "stats": [exe, "--db", sqlite_url(db), "--table", TABLE, "stats"],
     }
@@ -57,3 +60,8 @@ def run(ctx) -> None:
                     baseline_label="python -c pass", kind="delta", target=f"≤ +{limit} ms",
                     met=(ours - py) <= limit, note=f"median of {runs}",
                     extra={"runs_ms": times[name], "python_runs_ms": times["python"]}))
+    libs, ours = med.get("libs"), med.get("stats")
+    res.add(Row("startup", "`sessctl stats` (small SQLite db) start-up over `import sqlalchemy, click`", ours, "ms",
+                baseline=libs, baseline_label="python -c 'import sqlalchemy, click'", kind="delta",
+                target="≤ +40 ms", met=None if ours is None or libs is None else (ours - libs) <= 40,
+                note=f"median of {runs}, interleaved"))
