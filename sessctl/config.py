@@ -1,8 +1,9 @@
 """Settings: one immutable object that the app and the command line both build.
 
 ``Settings.load()`` reads the same sources as the ``sessctl`` command, in the
-same order (explicit argument > environment > TOML file > default), so an app
-and its cron job share one ``sessctl.toml``::
+same order (argument > a TOML file named explicitly > environment > a TOML file
+found through ``$SESSCTL_CONFIG`` or ``./sessctl.toml`` > default), so an app and
+its cron job share one ``sessctl.toml``::
 
     db = "postgresql://app@db.internal/app"   # or database_url
     table = "django_session"
@@ -17,6 +18,8 @@ working directory.
 
 from __future__ import annotations
 
+import json
+import logging
 import os
 import re
 from collections.abc import Mapping
@@ -105,40 +108,100 @@ class Settings:
         secret_key_file: str | os.PathLike[str] | None = None,
         **overrides: Any,
     ) -> Settings:
-        """Build Settings from arguments > environment > TOML file > defaults.
+        """Build Settings from arguments > explicit ``config`` file > environment > the file named
+        by ``$SESSCTL_CONFIG`` or ``./sessctl.toml`` > defaults.
 
-        ``config`` (or ``$SESSCTL_CONFIG``) names the TOML file; without one,
-        ``./sessctl.toml`` is read if it exists. Arguments that are None are
-        treated as not given.
+        A file named here (as ``sessctl --config`` does) outranks the environment; one found
+        through ``$SESSCTL_CONFIG`` or the current folder does not. Each setting that the
+        environment and the file give differently is logged as one warning (logger
+        ``sessctl.config``). Arguments that are None are treated as not given.
         """
-        env = os.environ if environ is None else environ
-        given = {k: v for k, v in overrides.items() if v is not None}
-        unknown = set(given) - {f.name for f in fields(cls)}
-        if unknown:
-            raise TypeError(f"unknown setting(s): {', '.join(sorted(unknown))}")
+        settings, conflicts = load_reporting(
+            cls, config, environ=environ, secret_key_file=secret_key_file, **overrides
+        )
+        for line in conflicts:
+            logging.getLogger("sessctl.config").warning(line)
+        return settings
 
-        path = config or env.get(ENV["config"]) or None
-        values = _read_file(Path(path), required=True) if path else _read_file(Path(DEFAULT_CONFIG), required=False)
 
-        for name in ("database_url", "table"):
-            if env.get(ENV[name]):
-                values[name] = env[ENV[name]]
-        # The secret: a file (flag, env, config) or the key itself (env, config).
-        if secret_key_file:
-            values.update(_read_secret_file(Path(secret_key_file)))
-        elif env.get(ENV["secret_key_file"]):
-            values.update(_read_secret_file(Path(env[ENV["secret_key_file"]])))
-        elif env.get(ENV["secret_key"]):
-            values["secret_key"] = env[ENV["secret_key"]]
-        if env.get(ENV["secret_key_fallbacks"]):
-            values["secret_key_fallbacks"] = tuple(
-                k.strip() for k in env[ENV["secret_key_fallbacks"]].split(",") if k.strip()
-            )
-        values.update(given)
-        try:
-            return cls(**values)
-        except TypeError as exc:  # a wrong type in the file
-            raise ConfigError(str(exc)) from None
+_LABELS = {"database_url": "database", "table": "table", "secret_key": "secret key",
+           "secret_key_fallbacks": "fallback keys"}
+
+
+def load_reporting(
+    cls: type[Settings] = Settings,
+    config: str | os.PathLike[str] | None = None,
+    *,
+    environ: Mapping[str, str] | None = None,
+    secret_key_file: str | os.PathLike[str] | None = None,
+    **overrides: Any,
+) -> tuple[Settings, list[str]]:
+    """:meth:`Settings.load`, returning the conflict warnings instead of logging them."""
+    env = os.environ if environ is None else environ
+    given = {k: v for k, v in overrides.items() if v is not None}
+    unknown = set(given) - {f.name for f in fields(cls)}
+    if unknown:
+        raise TypeError(f"unknown setting(s): {', '.join(sorted(unknown))}")
+
+    explicit = config is not None
+    path = config or env.get(ENV["config"]) or None
+    from_file = _read_file(Path(path), required=True) if path else _read_file(Path(DEFAULT_CONFIG), required=False)
+    from_env, env_names = _from_environment(env)
+    if secret_key_file:
+        given = {**_read_secret_file(Path(secret_key_file)), **given}
+
+    values = {**from_env, **from_file} if explicit else {**from_file, **from_env}
+    values.update(given)
+    where = f"the config file {str(path or DEFAULT_CONFIG)!r}"
+    conflicts = []
+    for name, env_value in from_env.items():
+        if name in from_file and name not in given and from_file[name] != env_value:
+            if explicit:
+                winner = "the config file (named explicitly, it outranks the environment)"
+            else:
+                winner = f"{env_names[name]} (the environment outranks a config file found through " \
+                         f"{ENV['config']} or the current folder)"
+            conflicts.append(f"warning: {_LABELS.get(name, name)}: {env_names[name]} and {where} differ; using {winner}")
+    try:
+        return cls(**values), conflicts
+    except TypeError as exc:  # a wrong type in the file
+        raise ConfigError(str(exc)) from None
+
+
+def _from_environment(env: Mapping[str, str]) -> tuple[dict[str, Any], dict[str, str]]:
+    """The settings the environment gives, and the variable each came from."""
+    values: dict[str, Any] = {}
+    names: dict[str, str] = {}
+    for name in ("database_url", "table"):
+        if env.get(ENV[name]):
+            values[name], names[name] = env[ENV[name]], ENV[name]
+    # The secret: a file, or the key itself.
+    if env.get(ENV["secret_key_file"]):
+        secret = _read_secret_file(Path(env[ENV["secret_key_file"]]))
+        values.update(secret)
+        names.update(dict.fromkeys(secret, ENV["secret_key_file"]))
+    elif env.get(ENV["secret_key"]):
+        values["secret_key"], names["secret_key"] = env[ENV["secret_key"]], ENV["secret_key"]
+    if env.get(ENV["secret_key_fallbacks"]):
+        values["secret_key_fallbacks"] = _fallbacks(env[ENV["secret_key_fallbacks"]])
+        names["secret_key_fallbacks"] = ENV["secret_key_fallbacks"]
+    return values, names
+
+
+def _fallbacks(text: str) -> tuple[str, ...]:
+    """``SESSCTL_SECRET_KEY_FALLBACKS``: keys separated by commas, or a JSON array of strings
+    (for keys that hold a comma or spaces at their ends): ``["old,key", "older"]``."""
+    if not text.strip().startswith("["):
+        return tuple(k.strip() for k in text.split(",") if k.strip())
+    var = ENV["secret_key_fallbacks"]
+    try:
+        keys = json.loads(text)
+    except ValueError as exc:
+        raise ConfigError(f"{var} starts with '[' but is not valid JSON ({exc}); "
+                          'write a JSON array of strings, e.g. ["old,key", "older"]') from None
+    if not isinstance(keys, list) or not all(isinstance(k, str) for k in keys):
+        raise ConfigError(f'{var} must be a JSON array of strings, e.g. ["old,key", "older"]')
+    return tuple(keys)
 
 
 _FILE_KEYS = {f.name for f in fields(Settings)} | {"db", "secret_key_file"}
@@ -194,14 +257,15 @@ def _anchor_sqlite(url: str, base: Path) -> str:
 
 
 def _read_secret_file(path: Path) -> dict[str, Any]:
-    """First non-empty line: the key. Further non-empty lines: fallback keys."""
+    """First non-empty line: the key. Further non-empty lines: fallback keys. A line is taken
+    as it is, spaces included (they may belong to the key); only its line ending is removed."""
     try:
-        lines = [line.strip() for line in path.read_text(encoding="utf-8").splitlines()]
+        lines = path.read_text(encoding="utf-8").splitlines()
     except FileNotFoundError:
         raise ConfigError(f"secret key file {str(path)!r} does not exist") from None
     except (OSError, UnicodeDecodeError) as exc:
         raise ConfigError(f"cannot read secret key file {str(path)!r}: {getattr(exc, 'strerror', None) or exc}") from None
-    keys = [line for line in lines if line]  # no comments: a Django key may start with "#"
+    keys = [line for line in lines if line.strip()]  # no comments: a Django key may start with "#"
     if not keys:
         raise ConfigError(f"secret key file {str(path)!r} is empty")
     return {"secret_key": keys[0], "secret_key_fallbacks": tuple(keys[1:])}

@@ -6,6 +6,7 @@ Nothing here knows the session table's rows; :mod:`sessctl.store` and
 
 from __future__ import annotations
 
+import os
 from typing import Any
 
 from sqlalchemy import create_engine, event
@@ -85,6 +86,18 @@ def sqlite_path(url: str) -> str | None:
     if not db or db == ":memory:" or db.startswith("file:"):
         return None
     return db
+
+
+def file_missing(path: str) -> TableMissing:
+    """A SQLite file that is not there; a relative path (``sqlite:///`` and three slashes) is the
+    classic slip for an absolute one, so say where it was looked for and how to write the other."""
+    if os.path.isabs(path):
+        return TableMissing(f"database file {path!r} does not exist; create it with: sessctl init")
+    return TableMissing(
+        f"database file {os.path.abspath(path)!r} does not exist: sqlite:///{path} (three slashes) is a path "
+        f"relative to the current folder; for /{path} write sqlite:////{path} (four slashes), "
+        "or create a new database here with: sessctl init"
+    )
 
 
 def table_missing(table: str, url: str) -> TableMissing:

@@ -273,12 +273,46 @@ _WALKS: dict[str, Callable[[Any, datetime], Walker]] = {
 }
 
 
+def open_sqlite_lock(db_path: str, name: str, table: str) -> tuple[int, str]:
+    """Open the file whose ``flock`` is a SQLite table's ``name`` lock; returns (fd, its path).
+
+    Beside the database when its folder lets us (the place every sessctl used so far); where
+    that folder is read-only to this user (a Django ``db.sqlite3`` in a deploy folder), in a
+    folder of this user's own, ``$XDG_RUNTIME_DIR/sessctl`` or ``<tmp>/sessctl-<uid>``,
+    under a name made from the database's absolute path, so every purge of that file by this
+    user meets the same lock.
+    """
+    import errno
+    import hashlib
+    import tempfile
+
+    beside = f"{db_path}.sessctl-{name}-{table}.lock"
+    for flags in (os.O_RDWR | os.O_CREAT, os.O_RDONLY):  # flock needs no write access
+        try:
+            return os.open(beside, flags, 0o644), beside  # readable: another user can flock it too
+        except OSError as exc:
+            if exc.errno not in (errno.EACCES, errno.EPERM, errno.EROFS, errno.ENOENT):
+                raise
+    runtime = os.environ.get("XDG_RUNTIME_DIR")
+    folder = os.path.join(runtime, "sessctl") if runtime and os.path.isdir(runtime) \
+        else os.path.join(tempfile.gettempdir(), f"sessctl-{os.getuid()}")
+    os.makedirs(folder, mode=0o700, exist_ok=True)
+    info = os.lstat(folder)
+    if not os.path.isdir(folder) or os.path.islink(folder) or info.st_uid != os.getuid():
+        raise PermissionError(errno.EACCES, "not a private folder of this user", folder)
+    real = os.path.realpath(db_path)
+    digest = hashlib.sha256(f"{real}\0{table}".encode()).hexdigest()[:16]
+    lock = os.path.join(folder, f"{os.path.basename(real)}.sessctl-{name}-{table}.{digest}.lock")
+    return os.open(lock, os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW, 0o600), lock
+
+
 @contextlib.contextmanager
 def exclusive(store: Any, name: str = "purge", *, wait: bool = False) -> Iterator[bool]:
     """Hold a lock named ``name`` for ``store``'s table across processes; yields whether it was got.
 
     PostgreSQL: a session advisory lock; MySQL/MariaDB: ``GET_LOCK``; SQLite:
-    ``flock`` on a file beside the database. Each is released when the holder
+    ``flock`` on a file (:func:`open_sqlite_lock` says where; ``store.lock_path``
+    then names it). Each is released when the holder
     exits, even by ``kill -9``, so a crashed run never blocks the next one.
     With ``wait`` it blocks until the lock is free.
     """
@@ -292,7 +326,7 @@ def exclusive(store: Any, name: str = "purge", *, wait: bool = False) -> Iterato
             return
         import fcntl
 
-        fd = os.open(f"{path}.sessctl-{name}-{table}.lock", os.O_RDWR | os.O_CREAT, 0o600)
+        fd, store.lock_path = open_sqlite_lock(path, name, table)
         try:
             try:
                 fcntl.flock(fd, fcntl.LOCK_EX | (0 if wait else fcntl.LOCK_NB))

@@ -67,6 +67,16 @@ def active_breakdown(rows: Iterable, now: datetime) -> tuple[dict[str, int], int
     return kinds, with_idle, histogram
 
 
+def oldest_expired_age(store: Any, now: datetime) -> float:
+    """Seconds since the oldest expired row expired (0 when none): the purge backlog's age."""
+    from sqlalchemy import func, select
+
+    exp = store.table.c.expire_date
+    with store.connect() as conn:  # the expire_date index answers it at once
+        oldest = conn.execute(select(func.min(exp)).where(exp < now)).scalar()
+    return 0.0 if oldest is None else max(0.0, round((now - oldest).total_seconds(), 3))
+
+
 def stats(store: Any, *, sample: int | None = None) -> dict[str, Any]:
     """Counts by state, lifetime kind, expiry window and histogram (``sessctl stats --json``).
 
@@ -96,6 +106,7 @@ def stats(store: Any, *, sample: int | None = None) -> dict[str, Any]:
         "by_kind": kinds,
         "absolute_with_idle": with_idle,
         "expiring": {"1h": counts["expiring_1h"], "1d": counts["expiring_1d"], "7d": counts["expiring_7d"]},
+        "oldest_expired_age_seconds": oldest_expired_age(store, now),
         "histogram": histogram,
         "sampled": sampled,
         "at": iso(now),

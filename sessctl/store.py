@@ -36,7 +36,7 @@ from sqlalchemy.engine import Engine
 from . import codec as codecs
 from . import policy, purge
 from .config import Settings
-from .db import make_engine, redact_url, sqlite_path, table_missing, translate
+from .db import file_missing, make_engine, redact_url, sqlite_path, table_missing, translate
 from .errors import Conflict, ConfigError, SessionGone, StoreError, TableMissing
 from .fastpath import FastPath
 from .model import cached_table, create_statements
@@ -166,7 +166,7 @@ class SessionStore:
         """Raise a clear error if the database or table is not there (opens nothing new)."""
         path = sqlite_path(self.settings.database_url)
         if path is not None and not os.path.exists(path):
-            raise TableMissing(f"database file {path!r} does not exist; create it with: sessctl init")
+            raise file_missing(path)
         if not self.has_table():
             raise table_missing(self.settings.table, self.settings.database_url)
 

@@ -405,7 +405,7 @@ def test_purge_summary_line_without_a_terminal(store, run):
 def test_purge_progress_on_a_terminal(store, run):
     for _ in range(3):
         add_expired(store)
-    r = ok(run("purge", "--expired", "--batch-size", "1", env={"TTY_INTERACTIVE": "1", "TTY_COMPATIBLE": "1"}))
+    r = ok(run("purge", "--expired", "--batch-size", "1", env={"TTY_INTERACTIVE": "1", "TTY_COMPATIBLE": "1", "TERM": "xterm"}))
     assert "purging expired sessions" in r.stderr and "deleted 3 expired sessions" in r.stderr
     assert rows(store) == {}
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import re
+import shlex
 import shutil
 import signal
 import subprocess
@@ -54,7 +55,7 @@ def test_demo_in_process_with_keep(tmp_path, monkeypatch):
     folder = folder_of(result.output)
     try:
         # --keep leaves the database and prints commands that work on it.
-        command = re.search(r"^  sessctl (--config \S+) list --all$", result.output, re.M).group(1).split()
+        command = shlex.split(re.search(r"^  sessctl (--db .+) list --all$", result.output, re.M).group(1))
         listed = CliRunner().invoke(cli, [*command, "list", "--all"], prog_name="sessctl")
         assert listed.exit_code == 0, listed.output
         assert len(listed.stdout.splitlines()) == 1 + 3  # header; bob, mallory and dave are left

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import os
 import sys
 from functools import cached_property
 
@@ -74,9 +75,11 @@ class App:
 
     @cached_property
     def settings(self):
-        from sessctl.config import Settings
+        from sessctl.config import load_reporting
 
-        settings = Settings.load(config=self.config, secret_key_file=self.secret_key_file, **self.options)
+        settings, conflicts = load_reporting(config=self.config, secret_key_file=self.secret_key_file, **self.options)
+        for line in conflicts:  # the environment and a config file disagree: say which one is used
+            self.say(line)
         if self.debug:
             secret = "set" if settings.secret_key else "not set"
             self.say(
@@ -110,6 +113,24 @@ class App:
         """A message for the person at the terminal (stderr; silenced by --quiet)."""
         if force or not self.quiet:
             click.echo(message, err=True)
+
+
+def where(settings) -> str:
+    """The table and database a command acts on, for its message: a SQLite file by its absolute path."""
+    return f"table {settings.table!r} in {database_label(settings.database_url)}"
+
+
+def database_label(url: str) -> str:
+    """The database URL as messages and JSON show it: password hidden, a SQLite path made absolute."""
+    from sessctl.db import sqlite_path
+
+    try:
+        path = sqlite_path(url)
+    except Exception:
+        path = None
+    if path is not None and not os.path.isabs(path):
+        return f"{url.split(':', 1)[0]}:///{os.path.abspath(path)}"
+    return redact(url)
 
 
 def redact(url: str) -> str:

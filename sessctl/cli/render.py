@@ -95,7 +95,17 @@ def printable(text: str) -> str:
 
 
 def json_object(obj: Any) -> None:
-    click.echo(json.dumps(obj, indent=2))
+    """One JSON object on one line: a cron job's ``>> log`` stays JSON Lines; ``jq .`` pretty-prints."""
+    click.echo(json.dumps(obj))
+
+
+def json_lines(items: Iterable[Any]) -> int:
+    """Stream one JSON object per line (JSON Lines), without holding the items; returns the count."""
+    count = 0
+    for item in items:
+        click.echo(json.dumps(item))
+        count += 1
+    return count
 
 
 def json_array(items: Iterable[Any]) -> int:
@@ -153,8 +163,8 @@ def session_table(items: Iterator[dict[str, Any]], now: datetime) -> int:
     from rich.text import Text
 
     table = Table(box=None, header_style="bold", pad_edge=False)
-    for name in ("Key", "Expires (UTC)", "", "Lifetime", "Size"):
-        table.add_column(name, justify="right" if name in ("", "Size") else "left", no_wrap=True)
+    for name in ("Key", "Expires (UTC)", "Relative", "Lifetime", "Size"):
+        table.add_column(name, justify="right" if name in ("Relative", "Size") else "left", no_wrap=True)
     for item in items:
         exp = datetime.fromisoformat(item["expire_date"])
         style = "dim" if item["expired"] else ""

@@ -9,7 +9,7 @@ import click
 from sessctl import __version__
 
 from .app import App, fail
-from .commands import delete, init, life, purge, show, stats
+from .commands import completion, delete, init, life, purge, show, stats
 from .commands import demo as demo_command
 from .commands import list as list_command
 
@@ -20,9 +20,16 @@ class SessctlGroup(click.Group):
     def list_commands(self, ctx):
         return list(self.commands)
 
+    def resolve_command(self, ctx, args):
+        ctx.meta["sessctl.command_args"] = list(args)  # for the hint below
+        return super().resolve_command(ctx, args)
+
     def invoke(self, ctx):
         try:
             return super().invoke(ctx)
+        except click.NoSuchOption as exc:
+            _hint_global_option(self, ctx, exc)
+            raise
         except (click.ClickException, click.exceptions.Exit, click.Abort, EOFError):
             raise
         except OSError as exc:
@@ -31,6 +38,39 @@ class SessctlGroup(click.Group):
             raise fail(exc, getattr(ctx.obj, "debug", False)) from None
         except Exception as exc:
             raise fail(exc, getattr(ctx.obj, "debug", False)) from None
+
+
+def _hint_global_option(group: click.Group, ctx: click.Context, exc: click.NoSuchOption) -> None:
+    """``sessctl list --table x``: say that --table belongs before the command, and show the line."""
+    options = {name: param for param in group.params if isinstance(param, click.Option)
+               for name in (*param.opts, *param.secondary_opts)}
+    param = options.get(exc.option_name)
+    args = ctx.meta.get("sessctl.command_args") or []
+    if param is None or not args:
+        return
+    import shlex
+
+    moved, rest = [], []
+    i = 1
+    while i < len(args):
+        word = args[i]
+        if not moved and (word == exc.option_name or word.startswith(exc.option_name + "=")):
+            moved.append(word)
+            if word == exc.option_name and not param.is_flag and i + 1 < len(args):
+                i += 1
+                moved.append(args[i])
+        else:
+            rest.append(word)
+        i += 1
+    given = []  # the global options already given before the command, as they were given
+    for other in group.params:
+        value = ctx.params.get(other.name)
+        if isinstance(other, click.Option) and value not in (None, False) and other.name != param.name:
+            given += [other.opts[0]] if other.is_flag else [other.opts[0], str(value)]
+    line = shlex.join(["sessctl", *given, *moved, args[0], *rest])
+    exc.possibilities = None
+    exc.message = (f"No such option for {args[0]}: {exc.option_name}. {exc.option_name} is a global option: "
+                   f"put it before the command: {line}")
 
 
 @click.group(cls=SessctlGroup, context_settings={"help_option_names": ["-h", "--help"]})
@@ -42,13 +82,14 @@ class SessctlGroup(click.Group):
     metavar="PATH",
     help="File holding the secret key on its first line, fallback keys on the next ones. "
     "[env: SESSCTL_SECRET_KEY_FILE, or the key itself in SESSCTL_SECRET_KEY; "
-    "fallbacks: SESSCTL_SECRET_KEY_FALLBACKS, comma-separated]",
+    "fallbacks: SESSCTL_SECRET_KEY_FALLBACKS, comma-separated or a JSON array]",
 )
 @click.option(
     "--config",
     type=click.Path(dir_okay=False),
     metavar="PATH",
-    help="TOML config file. [env: SESSCTL_CONFIG; default: ./sessctl.toml if present]",
+    help="TOML config file; given here, it outranks the environment. "
+    "[env: SESSCTL_CONFIG; default: ./sessctl.toml if present]",
 )
 @click.option("--debug", is_flag=True, help="Show tracebacks and the settings in use (never the secret).")
 @click.option("-q", "--quiet", is_flag=True, help="Print no messages on stderr, only data and errors.")
@@ -57,8 +98,10 @@ class SessctlGroup(click.Group):
 def cli(ctx, db, table, secret_key_file, config, debug, quiet):
     """Inspect and maintain a server-side session table (Django's format).
 
-    Settings come from these options, then environment variables, then the
-    TOML config file, then defaults. Data goes to stdout; messages and
+    Settings come from these options, then a --config file, then environment
+    variables, then a TOML file named by SESSCTL_CONFIG or ./sessctl.toml,
+    then defaults; a line on stderr says when a variable and a file disagree.
+    Global options go before the command. Data goes to stdout; messages and
     progress go to stderr.
 
     \b
@@ -87,5 +130,6 @@ for command in (
     purge.purge,
     stats.stats,
     demo_command.demo,
+    completion.completion,
 ):
     cli.add_command(command)

@@ -19,12 +19,14 @@ def delete(app, keys):
     Example:
       sessctl delete 9xk2m4qpz7w3ht5bn8cv6dl1rf0gsa2e 4hd8s0aq1mz6c3vr7xk9py2wtl5nbe0u
     """
+    from ..app import where
+
     store = app.store()
     keys = list(dict.fromkeys(keys))
     missing = [key for key in keys if not store.delete(key)]
     deleted = len(keys) - len(missing)
     if deleted or not missing:
-        app.say(f"deleted {deleted} session{'' if deleted == 1 else 's'}")
+        app.say(f"deleted {deleted} session{'' if deleted == 1 else 's'} from {where(app.settings)}")
     if missing:
         raise click.ClickException(
             f"no session with key{'' if len(missing) == 1 else 's'} {', '.join(missing)} "

@@ -18,11 +18,10 @@ def init(app):
     Example:
       sessctl --db sqlite:///sessions.db init
     """
-    from ..app import redact
+    from ..app import where
 
     store = app.store(check=False)
-    where = f"{app.settings.table!r} in {redact(app.settings.database_url)}"
     if store.create_table():
-        app.say(f"created table {where}")
+        app.say(f"created {where(app.settings)}")
     else:
-        app.say(f"table {where} already exists; nothing to do")
+        app.say(f"{where(app.settings)} already exists; nothing to do")

@@ -13,6 +13,7 @@ def _change_life(app, key: str, mutate, what: str) -> None:
     from sessctl.errors import BadSignature, CodecError
     from sessctl.policy import format_seconds
 
+    from ..app import where
     from ..render import utc_text
 
     app.codec(f"{what} re-signs the session data")
@@ -28,7 +29,7 @@ def _change_life(app, key: str, mutate, what: str) -> None:
     left = format_seconds((expiry.expire_date - store.now()).total_seconds())
     app.say(
         f"session {key}: {expiry.lifetime.describe()}; the row now expires {utc_text(expiry.expire_date)} "
-        f"(in {left}); the app re-sends its cookie on the next request"
+        f"(in {left}); the app re-sends its cookie on the next request ({where(app.settings)})"
     )
 
 

@@ -16,26 +16,30 @@ from ..types import json_option, pass_app
 @click.option("--browser-close", is_flag=True, help="Only sessions that end when the browser closes.")
 @click.option("--limit", type=click.IntRange(min=1), metavar="N", help="Show at most N sessions.")
 @json_option
+@click.option("--jsonl", is_flag=True, help="Print one JSON object per line (JSON Lines), for streams and logs.")
 @pass_app
-def list_(app, state, browser_close, limit, as_json):
+def list_(app, state, browser_close, limit, as_json, jsonl):
     """List sessions: key, expiry, lifetime kind, data size.
 
     Expiry is shown in UTC and relative to now, soonest first. Needs no
     secret key: the lifetime kind is read without verifying the signature
     ("unreadable" if the data cannot be decoded at all); a deadline that also
     carries an idle limit shows as absolute+idle. With --json, prints an
-    array, streamed row by row.
+    array, streamed row by row; with --jsonl, one object per line.
 
     \b
     Example:
       sessctl list --expired --limit 20
       sessctl list --all --json > sessions.json
+      sessctl list --all --jsonl | grep browser_close
     """
     from sessctl.policy import ends_with_browser
     from sessctl.reports import row_summary
 
-    from ..render import json_array, session_table
+    from ..render import json_array, json_lines, session_table
 
+    if as_json and jsonl:
+        raise click.UsageError("--json (an array) and --jsonl (one object per line) exclude each other; pick one")
     store = app.store()
     now = store.now()
 
@@ -52,7 +56,9 @@ def list_(app, state, browser_close, limit, as_json):
                 yield item
                 count += 1
 
-    if as_json:
+    if jsonl:
+        shown = json_lines(summaries())
+    elif as_json:
         shown = json_array(summaries())
     else:
         shown = session_table(summaries(), now)

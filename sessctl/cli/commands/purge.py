@@ -49,12 +49,14 @@ def purge(app, expired, all_, yes, dry_run, batch_size, max_seconds, wait, as_js
 
     Only one purge of a table runs at a time (overlapping cron runs): a
     second one says so and exits 0 at once, or with --wait waits its turn.
-    The lock is released when its holder ends, even by kill -9.
+    The lock is released when its holder ends, even by kill -9. On SQLite it
+    is a file beside the database or, where that folder is not writable, in
+    $XDG_RUNTIME_DIR/sessctl (else /tmp/sessctl-UID); --json names it.
 
     \b
     Example:
       sessctl purge --expired
-      17 * * * *  sessctl --quiet purge --expired --max-seconds 300
+      17 * * * *  /srv/app/.venv/bin/sessctl --quiet purge --expired --max-seconds 300
     """
     from sessctl.reports import iso
 
@@ -65,17 +67,23 @@ def purge(app, expired, all_, yes, dry_run, batch_size, max_seconds, wait, as_js
     mode = "all" if all_ else "expired"
     if mode == "all" and not yes and not dry_run:
         raise click.UsageError("purge --all deletes every session and logs everyone out; add --yes to confirm")
+    from ..app import database_label, where
+
     store = app.store()
-    result = {"mode": mode, "dry_run": dry_run}
+    result = {"mode": mode, "dry_run": dry_run, "database": database_label(app.settings.database_url),
+              "table": app.settings.table}
+    there = f"from {where(app.settings)}"
     if dry_run:
         cutoff = store.now()
         count = store.counts(cutoff)["total"] if mode == "all" else store.count_expired(cutoff)
         result.update(cutoff=iso(cutoff), deleted=0, would_delete=count, batches=0, seconds=0.0,
                       complete=True, remaining=count)
-        message = f"would delete {plural(count, 'session')} (dry run: nothing deleted)"
+        message = f"would delete {plural(count, 'session')} {there} (dry run: nothing deleted)"
     else:
         with contextlib.ExitStack() as stack:
-            if not _purge_lock(app, store, stack, wait):
+            got = _purge_lock(app, store, stack, wait)
+            result["lock"] = _lock_note(app, store)
+            if not got:
                 result.update(deleted=0, batches=0, seconds=0.0, complete=False, remaining=None, skipped=LOCKED)
                 if as_json:
                     json_object(result)
@@ -86,7 +94,7 @@ def purge(app, expired, all_, yes, dry_run, batch_size, max_seconds, wait, as_js
             if mode == "all":
                 count = store.delete_all()
                 result.update(deleted=count, batches=1, seconds=0.0, complete=True, remaining=0)
-                message = f"deleted all {plural(count, 'session')}"
+                message = f"deleted all {plural(count, 'session')} {there}"
             else:
                 with purge_progress(app, store, cutoff) as on_batch:
                     done = store.purge_expired(
@@ -102,10 +110,16 @@ def purge(app, expired, all_, yes, dry_run, batch_size, max_seconds, wait, as_js
                 )
                 message = (
                     f"deleted {plural(done.deleted, 'expired session')} "
-                    f"in {plural(done.batches, 'batch', 'batches')} ({done.seconds:.1f}s)"
+                    f"in {plural(done.batches, 'batch', 'batches')} ({done.seconds:.1f}s) {there}"
                 )
                 if not done.complete:
                     message += f"; stopped after --max-seconds with {remaining} left: re-run to go on"
+            if mode == "expired":
+                import time
+
+                from .. import lastrun
+
+                lastrun.record(result["database"], result["table"], result, time.time())  # for stats' metrics
     if as_json:
         json_object(result)
     else:
@@ -122,11 +136,11 @@ def _purge_lock(app, store, stack: contextlib.ExitStack, wait: bool) -> bool:
                 if got:
                     stack.enter_context(attempt.pop_all())  # held until the purge ends
                 return got  # not got: the attempt's connection is let go at once
-        except OSError as exc:  # SQLite: the lock file beside the database cannot be made
+        except OSError as exc:  # SQLite: no lock file beside the database nor in a folder of our own
             where = f" {exc.filename!r}" if exc.filename else ""
             raise click.ClickException(
-                f"cannot open the purge lock file{where}: {exc.strerror or exc}; "
-                "the database's folder must be writable"
+                f"cannot open the purge lock file{where}: {exc.strerror or exc}; make the database's folder "
+                "writable, or set XDG_RUNTIME_DIR to a folder of your own"
             ) from None
 
     if take(False):
@@ -135,3 +149,19 @@ def _purge_lock(app, store, stack: contextlib.ExitStack, wait: bool) -> bool:
         return False
     app.say("another purge is running on this table; waiting for it to end (--wait)")
     return take(True)
+
+
+def _lock_note(app, store) -> str | None:
+    """Where the SQLite purge lock file is (None on a server: the lock is in the database); said
+    once on stderr when it is not beside the database, whose folder this user cannot write."""
+    import os
+
+    lock = getattr(store, "lock_path", None)
+    if lock is None:
+        return None
+    from sessctl.db import sqlite_path
+
+    folder = os.path.dirname(os.path.abspath(sqlite_path(app.settings.database_url) or "."))
+    if os.path.dirname(lock) != folder:
+        app.say(f"note: the database's folder {folder} is not writable by this user; the purge lock is {lock}")
+    return lock

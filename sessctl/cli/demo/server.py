@@ -98,6 +98,14 @@ class Demo:
             "--table", self.settings.table, "--secret-key-file", str(self.folder / "secret_key"),
         ]
 
+    @property
+    def command(self) -> str:
+        """The command line a person can paste: every setting explicit, so that no SESSCTL_*
+        variable or sessctl.toml of theirs points it at another database."""
+        import shlex
+
+        return shlex.join(["sessctl", *self.cli_args[2:]])
+
     def sessctl(self, *args: str) -> None:
         """Run the real command line in-process; its messages (stderr) go to stdout, in order.
 

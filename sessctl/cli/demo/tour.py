@@ -44,7 +44,7 @@ def tour(*, keep: bool = False) -> None:
         echo(f"  database  {demo.settings.database_url} (new; {'kept' if keep else 'removed at the end'})")
         echo(f"  secret    a throwaway key, generated for this run: {demo.folder / 'secret_key'}")
         echo(f"  app       {demo.url} (sessctl.SessionMiddleware around a small WSGI app)")
-        echo(f"  operator  the real command line, as: sessctl --config {demo.config} ...")
+        echo(f"  operator  the real command line, as: {demo.command} ...")
 
         _heading("1. The operator creates the session table")
         echo("$ sessctl init")
@@ -123,7 +123,7 @@ def tour(*, keep: bool = False) -> None:
 
         _heading(f"Done in {time.monotonic() - started:.1f}s.")
         if keep:
-            base = f"sessctl --config {demo.config}"
+            base = demo.command
             echo(f"The database is kept in {demo.folder}; look around:")
             for command in ("list --all", f"show {keys['bob']}", "stats", "purge --all --yes"):
                 echo(f"  {base} {command}")
@@ -140,7 +140,7 @@ def serve(*, port: int = 0, keep: bool = False) -> None:
     signal.signal(signal.SIGTERM, signal.default_int_handler)  # a kill stops it as Ctrl-C does, cleaning up
     try:
         with running(port=port, keep=keep, log=True) as demo:
-            base = f"sessctl --config {demo.config}"
+            base = demo.command
             click.echo(f"sessctl demo: the example app is at {demo.url}  (Ctrl-C stops it)")
             click.echo(f"  database  {demo.settings.database_url} ({'kept' if keep else 'removed when it stops'})")
             click.echo("  in another terminal, watch and change your sessions:")

@@ -1,0 +1,103 @@
+"""Purge of a SQLite database whose folder the purging user cannot write (Django's db.sqlite3
+under a deploy folder): the lock goes elsewhere, purge works, and says where the lock is."""
+
+from __future__ import annotations
+
+import fcntl
+import json
+import os
+import shutil
+import sqlite3
+import subprocess
+import sys
+import tempfile
+from datetime import timedelta
+from pathlib import Path
+
+import pytest
+from sqlalchemy import insert
+
+from sessctl import SessionStore, Settings
+
+pytestmark = pytest.mark.usefixtures("isolated")
+
+
+@pytest.fixture
+def readonly_folder():
+    """A folder holding a live WAL database (an app keeps it open, so -wal and -shm exist) that
+    the purging process may read and write but whose folder it may not write."""
+    folder = Path(tempfile.mkdtemp(prefix="sessctl-ro-"))
+    os.chmod(folder, 0o755)
+    db = folder / "db.sqlite3"
+    store = SessionStore(Settings(database_url=f"sqlite:///{db}", secret_key="k"))
+    store.create_table()
+    now = store.now()
+    with store.engine.begin() as conn:
+        conn.execute(insert(store.table), [
+            {"session_key": f"e{i:031d}", "session_data": "e30:1:x", "expire_date": now - timedelta(hours=1)}
+            for i in range(5)
+        ] + [{"session_key": "live" + "x" * 28, "session_data": "e30:1:x", "expire_date": now + timedelta(hours=1)}])
+    app = sqlite3.connect(db)  # the live app's connection keeps -wal and -shm in place
+    app.execute("select count(*) from django_session").fetchall()
+    if os.geteuid() == 0:
+        # Root writes any folder; without the capabilities that let it, it is refused like anyone.
+        if shutil.which("setpriv") is None:
+            pytest.skip("needs setpriv to run root without CAP_DAC_OVERRIDE")
+        shutil.chown(folder, "nobody")
+        user = "root"
+    else:
+        user = None
+        os.chmod(folder, 0o555)
+    yield folder, db, user
+    app.close()
+    store.close()
+    os.chmod(folder, 0o755)
+    shutil.rmtree(folder, ignore_errors=True)
+
+
+def _purge(db: Path, user: str | None, *args: str) -> subprocess.CompletedProcess:
+    cmd = [sys.executable, "-m", "sessctl", "--db", f"sqlite:///{db}", "purge", "--expired", *args]
+    env = {"PATH": "/usr/bin:/bin", "LANG": "C.UTF-8"}
+    if user:
+        cmd = [shutil.which("setpriv"), "--bounding-set=-dac_override,-dac_read_search,-fowner", "--", *cmd]
+    return subprocess.run(cmd, cwd="/", env=env, capture_output=True, text=True, timeout=120)
+
+
+def test_purge_works_when_the_folder_is_read_only_and_says_where_the_lock_is(readonly_folder):
+    folder, db, user = readonly_folder
+    r = _purge(db, user, "--json")
+    assert r.returncode == 0, r.stderr
+    out = json.loads(r.stdout)
+    assert out["deleted"] == 5 and out["complete"] is True
+    lock = Path(out["lock"])
+    assert lock.parent != folder and lock.exists()
+    assert db.name in lock.name  # recognisable by the database's name
+    assert sorted(p.name for p in folder.iterdir()) == ["db.sqlite3", "db.sqlite3-shm", "db.sqlite3-wal"]
+    # The message says so too.
+    r = _purge(db, user)
+    assert r.returncode == 0, r.stderr
+    assert str(lock) in r.stderr and "not writable" in r.stderr
+
+
+def test_the_lock_elsewhere_still_excludes_a_second_purge(readonly_folder):
+    folder, db, user = readonly_folder
+    lock = Path(json.loads(_purge(db, user, "--json").stdout)["lock"])
+    fd = os.open(lock, os.O_RDONLY)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)  # a purge in progress
+        r = _purge(db, user, "--json")
+        assert r.returncode == 0, r.stderr
+        assert json.loads(r.stdout)["skipped"].startswith("another purge is running")
+    finally:
+        os.close(fd)
+
+
+def test_a_writable_folder_keeps_the_lock_beside_the_database(tmp_path):
+    db = tmp_path / "sessions.db"
+    store = SessionStore(Settings(database_url=f"sqlite:///{db}"))
+    store.create_table()
+    store.close()
+    r = _purge(db, None, "--json")
+    assert r.returncode == 0, r.stderr
+    lock = Path(json.loads(r.stdout)["lock"])
+    assert lock.parent == tmp_path and lock.name.startswith("sessions.db.")
