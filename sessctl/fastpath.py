@@ -24,8 +24,9 @@ from typing import Any
 from sqlalchemy import exc as sa_exc
 from sqlalchemy.engine import Engine
 
-from .db import is_deadlock
+from .db import is_deadlock, sqlite_path
 from .errors import StoreError
+from .sqlitewal import AppSignals
 
 UTC = timezone.utc
 MAX_IDLE = 32  # idle per-request connections kept per store
@@ -38,7 +39,7 @@ class FastPath:
     __slots__ = (
         "load", "insert", "swap", "delete", "delete_if", "bind", "result",
         "dbapi_error", "integrity_error", "operational_error", "retry_busy", "autocommit",
-        "_engine", "_translate", "_idle", "__weakref__",
+        "wal", "_engine", "_translate", "_idle", "__weakref__",
     )
 
     def __init__(self, engine: Engine, table: str, translate: Callable[[sa_exc.DBAPIError], StoreError]) -> None:
@@ -52,6 +53,8 @@ class FastPath:
         self.operational_error = dialect.loaded_dbapi.OperationalError
         self.retry_busy = dialect.name == "sqlite"
         self.autocommit = dialect.name in ("postgresql", "mysql", "mariadb")
+        path = sqlite_path(engine.url.render_as_string(hide_password=False)) if self.retry_busy else None
+        self.wal = AppSignals(path) if path is not None else None  # see sessctl.sqlitewal
         q = dialect.identifier_preparer.quote_identifier
         t, key, data, exp = q(table), q("session_key"), q("session_data"), q("expire_date")
         p = "?" if dialect.paramstyle == "qmark" else "%s"
@@ -77,6 +80,8 @@ class FastPath:
     def close(self) -> None:
         """Close the idle connections (the path can still be used after)."""
         _drain(self._idle)
+        if self.wal is not None:
+            self.wal.close()
 
     @contextlib.contextmanager
     def connection(self) -> Iterator[Any]:
@@ -120,6 +125,8 @@ class FastPath:
         conn = proxied.dbapi_connection
         if self.retry_busy:
             conn.execute("PRAGMA busy_timeout = 0")  # run() waits in 1 ms steps instead
+            if self.wal is not None:
+                self.wal.new_connection(conn)
         elif self.autocommit:
             conn.rollback()  # whatever the dialect's first-connect queries left open
             if callable(getattr(conn, "get_autocommit", None)):
@@ -134,11 +141,21 @@ class FastPath:
         On SQLite a writer that finds the database locked (a purge batch,
         another app write) retries every millisecond rather than through
         SQLite's busy handler, whose sleeps grow to 25-100 ms and keep
-        missing the short gaps between purge batches.
+        missing the short gaps between purge batches. Meanwhile it tells a
+        running purge that a writer waits (:mod:`sessctl.sqlitewal`).
         """
+        wal = self.wal if sql is not self.load else None
+        if wal is None:
+            return self._run(sql, params, fetch, None, None)
+        with contextlib.ExitStack() as waiting:
+            return self._run(sql, params, fetch, wal, waiting)
+
+    def _run(self, sql: str, params: tuple, fetch: bool, wal: Any, waiting: Any) -> Any:
         deadline = None
         while True:
             with self.connection() as conn:
+                if wal is not None:
+                    wal.before_write(conn)
                 cur = conn.cursor()
                 try:
                     cur.execute(sql, params)
@@ -148,6 +165,8 @@ class FastPath:
                         raise
                     conn.rollback()
                     now = time.monotonic()
+                    if deadline is None and wal is not None:
+                        waiting.enter_context(wal.waiting())
                     deadline = deadline or now + BUSY_TIMEOUT
                     if now > deadline:
                         raise

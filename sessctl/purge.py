@@ -28,7 +28,9 @@ from .errors import StoreError
 DEADLOCK_RETRIES = 5
 # Purge batch sizing: how long one batch should hold its locks, per dialect.
 BATCH_SECONDS = {"sqlite": 0.02, "postgresql": 0.25, "mysql": 0.1, "mariadb": 0.1}
-BATCH_PAUSE = {"sqlite": 0.002}
+BATCH_PAUSE = {"sqlite": 0.002}  # after a fixed-size batch; the adaptive walk yields to waiting writers instead
+# --maintenance: batches that hold their locks this long, on purpose (the app's writes wait).
+MAINTENANCE_SECONDS = 2.0
 FIRST_BATCH, MIN_BATCH, MAX_BATCH = 500, 50, 50_000
 
 
@@ -52,6 +54,8 @@ class Walker:
     largest: int
     recount: bool = False  # when done, count what is left (rows skipped while locked)
     empty: bool = False  # nothing to walk: no batch at all
+    after: Callable[[], None] | None = None  # between batches (pacing, checkpoints)
+    close: Callable[[], None] | None = None  # at the end, whatever happened
 
 
 def purge_expired(
@@ -61,6 +65,7 @@ def purge_expired(
     max_seconds: float | None = None,
     cutoff: datetime | None = None,
     on_batch: Callable[[int], None] | None = None,
+    maintenance: bool = False,
 ) -> PurgeResult:
     """Delete ``store``'s rows whose ``expire_date`` is before ``cutoff`` (default: now), batch by batch.
 
@@ -69,6 +74,9 @@ def purge_expired(
     write lock and the app waits for it; longer elsewhere, where it locks only
     the rows it deletes. ``max_seconds`` stops cleanly after that budget
     (``complete`` is then False, ``remaining`` says how many expired rows are left).
+    ``maintenance`` sizes the batches to hold their locks for
+    :data:`MAINTENANCE_SECONDS` on purpose (the app's writes wait that long):
+    for a maintenance window, or a table bloated by years of no purging.
     """
     if batch_size is not None and batch_size <= 0:
         raise ValueError("batch_size must be positive")
@@ -76,14 +84,24 @@ def purge_expired(
     dialect = store.dialect
     walk = _WALKS.get(dialect) if batch_size is None else None
     if walk is not None:
-        walker = walk(store, cutoff)
+        walker = walk(store, cutoff, maintenance)
     elif batch_size is not None:
         walker = Walker(_oldest_first(store, cutoff), batch_size, batch_size, batch_size, dialect == "postgresql")
     else:
         walker = Walker(_oldest_first(store, cutoff), FIRST_BATCH, MIN_BATCH, MAX_BATCH, dialect == "postgresql")
-    target = BATCH_SECONDS.get(dialect, 0.1)
-    pause = BATCH_PAUSE.get(dialect, 0.0)
+    target = MAINTENANCE_SECONDS if maintenance else BATCH_SECONDS.get(dialect, 0.1)
+    pause = 0.0 if maintenance else BATCH_PAUSE.get(dialect, 0.0)
     result = PurgeResult(cutoff=cutoff)
+    try:
+        _loop(store, walker, target, pause, max_seconds, on_batch, result)
+    finally:
+        if walker.close is not None:
+            walker.close()
+    return result
+
+
+def _loop(store, walker: Walker, target: float, pause: float, max_seconds, on_batch, result: PurgeResult) -> None:
+    cutoff = result.cutoff
     start = time.monotonic()
     step = walker.first
     while not walker.empty:
@@ -105,10 +123,11 @@ def purge_expired(
             break
         # Aim the next batch at the target duration, changing by at most 4x at a time.
         step = int(min(max(step * target / max(took, 1e-4), step / 4, walker.smallest), step * 4, walker.largest))
-        if pause:
+        if walker.after is not None:
+            walker.after()
+        elif pause:
             time.sleep(pause)  # a gap for the app's writers (SQLite has one write lock)
     result.seconds = time.monotonic() - start
-    return result
 
 
 def _retrying(work: Callable[[], Any]) -> Any:
@@ -188,7 +207,7 @@ def _oldest_first(store: Any, cutoff: datetime) -> Callable[[int], tuple[int, bo
     return step
 
 
-def _heap_pages(store: Any, cutoff: datetime) -> Walker:
+def _heap_pages(store: Any, cutoff: datetime, maintenance: bool = False) -> Walker:
     """PostgreSQL: delete the expired rows of one range of heap pages at a time.
 
     A TID range scan reads the pages in physical order and touches no index
@@ -215,32 +234,40 @@ def _heap_pages(store: Any, cutoff: datetime) -> Walker:
     return Walker(step, 64, 8, 1 << 20, empty=pages <= 0)
 
 
-def _rowids(store: Any, cutoff: datetime) -> Walker:
-    """SQLite: delete the expired rows of one rowid range at a time.
+def _rowids(store: Any, cutoff: datetime, maintenance: bool = False) -> Walker:
+    """SQLite: delete the expired rows of one rowid range at a time, on a connection of its own.
 
     Rowid order is the table's storage order, so a batch rewrites a run of
     neighbouring table pages (the indexes are touched at random whatever the
-    order). Batches are short, with a gap after each, since each holds
-    SQLite's one write lock while the app waits.
+    order). Batches are short, since each holds SQLite's one write lock while
+    the app waits; the connection checkpoints the WAL on its own terms and
+    yields to app writers that wait (see :mod:`sessctl.sqlitewal`).
     """
     name, exp = _names(store)
-    with store.connect() as conn:
-        top = conn.execute(text(f"SELECT max(rowid) FROM {name}")).scalar() or 0
     stmt = text(f"DELETE FROM {name} WHERE rowid >= :lo AND rowid < :hi AND {exp} < :cutoff").bindparams(
         _typed_cutoff(store)
     )
+    from .sqlitewal import PurgeConnection
+
+    wal = PurgeConnection(store, maintenance)
+    try:
+        top = wal.conn.execute(text(f"SELECT max(rowid) FROM {name}")).scalar() or 0
+        wal.conn.commit()
+    except BaseException:
+        wal.close()
+        raise
     pos = 0
 
     def step(n: int) -> tuple[int, bool]:
         nonlocal pos
-        deleted = _count(store, stmt, {"lo": pos, "hi": pos + n, "cutoff": cutoff})
+        deleted = _retrying(lambda: wal.delete(stmt, {"lo": pos, "hi": pos + n, "cutoff": cutoff}))
         pos += n
         return deleted, pos <= top
 
-    return Walker(step, 1000, 50, 1 << 22)
+    return Walker(step, 1000, 50, 1 << 22, after=wal.after_batch, close=wal.close)
 
 
-def _primary_keys(store: Any, cutoff: datetime) -> Walker:
+def _primary_keys(store: Any, cutoff: datetime, maintenance: bool = False) -> Walker:
     """MySQL/MariaDB: delete the expired rows of one primary-key range at a time.
 
     InnoDB keeps rows in primary-key order, so each batch reads a run of
@@ -250,6 +277,10 @@ def _primary_keys(store: Any, cutoff: datetime) -> Walker:
     t = store.table
     key, exp = t.c.session_key, t.c.expire_date
     last = ""
+    with store.connect() as conn:
+        returning = bool(getattr(conn.dialect, "is_mariadb", False))
+    if returning:
+        return _primary_keys_returning(store, cutoff)
 
     def step(n: int) -> tuple[int, bool]:
         nonlocal last
@@ -264,8 +295,37 @@ def _primary_keys(store: Any, cutoff: datetime) -> Walker:
     return Walker(step, 1000, 100, 200_000)
 
 
+def _primary_keys_returning(store: Any, cutoff: datetime) -> Walker:
+    """MariaDB: the same walk in one statement per batch (``DELETE ... ORDER BY key LIMIT n RETURNING key``).
+
+    The last key returned is where the next batch starts, so no separate
+    query has to find each range's end first. ``n`` counts deleted rows: a
+    batch that deletes fewer has reached the end of the table.
+    """
+    q = store.engine.dialect.identifier_preparer.quote_identifier
+    name, key, exp = q(store.settings.table), q("session_key"), q("expire_date")
+    last = ""
+
+    def step(n: int) -> tuple[int, bool]:
+        nonlocal last
+        stmt = text(
+            f"DELETE FROM {name} WHERE {key} > :last AND {exp} < :cutoff ORDER BY {key} LIMIT {int(n)} RETURNING {key}"
+        ).bindparams(_typed_cutoff(store))
+
+        def once() -> list:
+            with store.connect(write=True) as conn:
+                return conn.execute(stmt, {"last": last, "cutoff": cutoff}).all()
+
+        rows = _retrying(once)
+        if rows:
+            last = rows[-1][0]
+        return len(rows), len(rows) == n
+
+    return Walker(step, 1000, 100, 200_000)
+
+
 # Dialects whose adaptive purge walks the table in storage order.
-_WALKS: dict[str, Callable[[Any, datetime], Walker]] = {
+_WALKS: dict[str, Callable[[Any, datetime, bool], Walker]] = {
     "sqlite": _rowids,
     "postgresql": _heap_pages,
     "mysql": _primary_keys,

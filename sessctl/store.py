@@ -24,23 +24,25 @@ import functools
 import os
 import secrets
 import string
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from sqlalchemy import delete, func, select
 from sqlalchemy import exc as sa_exc
 from sqlalchemy.engine import Engine
 
 from . import codec as codecs
-from . import policy, purge
+from . import policy
 from .config import Settings
 from .db import file_missing, make_engine, redact_url, sqlite_path, table_missing, translate
 from .errors import Conflict, ConfigError, SessionGone, StoreError, TableMissing
-from .fastpath import FastPath
 from .model import cached_table, create_statements
-from .purge import PurgeResult
+
+if TYPE_CHECKING:  # imported when first needed: a command that reads never loads the runtime or purge
+    from .fastpath import FastPath
+    from .purge import PurgeResult
 
 __all__ = [
     "Conflict", "PurgeResult", "Row", "SessionGone", "SessionStore", "StoreError", "TableMissing",
@@ -132,6 +134,8 @@ class SessionStore:
             translator = functools.partial(
                 translate, dialect=self.dialect, url=self.settings.database_url, table=self.settings.table
             )
+            from .fastpath import FastPath
+
             fast = self._fastpath = FastPath(self.engine, self.settings.table, translator)
         return fast
 
@@ -359,30 +363,36 @@ class SessionStore:
 
     def counts(self, now: datetime | None = None) -> dict[str, int]:
         """Total, active and expired rows, and live rows expiring within 1 h, 1 d and 7 d."""
-        now = self.now() if now is None else now
-        t = self.table
-        exp = t.c.expire_date
-
-        def within(delta: timedelta):
-            return func.coalesce(func.sum(_case((exp > now) & (exp <= now + delta), 1)), 0)
-
-        stmt = select(
-            func.count(),
-            func.coalesce(func.sum(_case(exp > now, 1)), 0),
-            within(timedelta(hours=1)),
-            within(timedelta(days=1)),
-            within(timedelta(days=7)),
-        ).select_from(t)
-        with self.connect() as conn:
-            total, active, h1, d1, d7 = (int(v) for v in conn.execute(stmt).one())
+        total, (h1, d1, d7, later) = self.expiry_counts(now, (3600, 86400, 7 * 86400))
+        active = h1 + d1 + d7 + later
         return {
             "total": total,
             "active": active,
             "expired": total - active,
             "expiring_1h": h1,
-            "expiring_1d": d1,
-            "expiring_7d": d7,
+            "expiring_1d": h1 + d1,
+            "expiring_7d": h1 + d1 + d7,
         }
+
+    def expiry_counts(self, now: datetime | None = None, bounds: Sequence[float] = ()) -> tuple[int, list[int]]:
+        """All rows, and live rows per stretch of time left: ``(0, b0], (b0, b1], ... (b_last, ∞)`` seconds.
+
+        One statement of counts over ranges of the ``expire_date`` index (one
+        snapshot; no row is read, nor any CASE evaluated per row): on a big
+        table that is several times faster than one pass over every row.
+        """
+        now = self.now() if now is None else now
+        t = self.table
+        exp = t.c.expire_date
+        edges = [now] + [now + timedelta(seconds=b) for b in bounds]
+
+        def count(*where: Any) -> Any:
+            return select(func.count()).select_from(t).where(*where).scalar_subquery()
+
+        parts = [count()] + [count(exp > lo, exp <= hi) for lo, hi in zip(edges, edges[1:])] + [count(exp > edges[-1])]
+        with self.connect() as conn:
+            row = conn.execute(select(*parts)).one()
+        return int(row[0]), [int(v) for v in row[1:]]
 
     def count_expired(self, cutoff: datetime | None = None) -> int:
         cutoff = self.now() if cutoff is None else cutoff
@@ -399,6 +409,7 @@ class SessionStore:
         max_seconds: float | None = None,
         cutoff: datetime | None = None,
         on_batch: Callable[[int], None] | None = None,
+        maintenance: bool = False,
     ) -> PurgeResult:
         """Delete rows whose ``expire_date`` is before ``cutoff`` (default: now), batch by batch.
 
@@ -407,10 +418,15 @@ class SessionStore:
         and the purge may be killed at any moment and re-run. See
         :func:`sessctl.purge.purge_expired`.
         """
-        return purge.purge_expired(self, batch_size=batch_size, max_seconds=max_seconds, cutoff=cutoff, on_batch=on_batch)
+        from . import purge
+
+        return purge.purge_expired(self, batch_size=batch_size, max_seconds=max_seconds, cutoff=cutoff,
+                                   on_batch=on_batch, maintenance=maintenance)
 
     def exclusive(self, name: str = "purge", *, wait: bool = False) -> contextlib.AbstractContextManager[bool]:
         """Hold a lock named ``name`` for this table across processes (see :func:`sessctl.purge.exclusive`)."""
+        from . import purge
+
         return purge.exclusive(self, name, wait=wait)
 
     def delete_all(self) -> int:
@@ -419,7 +435,9 @@ class SessionStore:
             return conn.execute(delete(self.table)).rowcount
 
 
-def _case(condition: Any, value: int) -> Any:
-    from sqlalchemy import case
+def __getattr__(name: str) -> Any:
+    if name == "PurgeResult":  # re-exported, imported when asked for
+        from .purge import PurgeResult
 
-    return case((condition, value), else_=0)
+        return PurgeResult
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -279,15 +279,20 @@ def stats_report(report: dict[str, Any]) -> None:
     ]
     histogram = [(b["label"], b["count"]) for b in report["histogram"]]
     peak = max((n for _, n in histogram), default=0) or 1
+    space = _space_rows(report.get("space") or {})
     console = terminal()
     if console is None:
         for title, rows in sections:
             click.echo(f"{title}:")
             for name, n in rows:
                 click.echo(f"  {name:<15} {n}")
-        click.echo(f"expiry histogram ({estimated}):")
+        click.echo("expiry histogram (active):")
         for label, n in histogram:
             click.echo(f"  {label:<15} {n:<8} {'#' * round(30 * n / peak)}".rstrip())
+        if space:
+            click.echo("space:")
+            for name, value in space:
+                click.echo(f"  {name:<15} {value}")
         return
     from rich.columns import Columns
     from rich.table import Table
@@ -308,3 +313,35 @@ def stats_report(report: dict[str, Any]) -> None:
     for label, n in histogram:
         hist.add_row(label, f"{n:,}", "█" * round(40 * n / peak))
     console.print(hist)
+    if space:
+        table = Table(title="space", show_header=False, title_justify="left", box=None)
+        table.add_column()
+        table.add_column()
+        for name, value in space:
+            table.add_row(name, str(value))
+        console.print(table)
+
+
+def _space_rows(space: dict[str, Any]) -> list[tuple[str, str]]:
+    """The table's size and its dead/free space, in words (``stats --json`` has the bytes)."""
+    rows = []
+    for name, label in (("file_bytes", "file"), ("table_bytes", "table"), ("heap_bytes", "heap"),
+                        ("data_bytes", "data"), ("index_bytes", "indexes"), ("free_bytes", "free/dead"),
+                        ("wal_bytes", "WAL")):
+        if space.get(name) is not None:
+            rows.append((label, _size(space[name])))
+    if space.get("dead_rows") is not None:
+        rows.append(("dead rows", f"{space['dead_rows']:,}"))
+    if space.get("auto_vacuum") is not None:
+        rows.append(("auto_vacuum", space["auto_vacuum"]))
+    if space.get("reclaim"):
+        rows.append(("to reclaim", space["reclaim"]))
+    return rows
+
+
+def _size(n: int) -> str:
+    for unit in ("bytes", "KiB", "MiB", "GiB"):
+        if n < 1024 or unit == "GiB":
+            return f"{n:,} {unit}" if unit == "bytes" else f"{n:,.1f} {unit}"
+        n /= 1024
+    return str(n)

@@ -35,9 +35,21 @@ LOCKED = "another purge is running on this table; exiting"
     is_flag=True,
     help="If another purge of this table is running, wait for it to end instead of exiting.",
 )
+@click.option(
+    "--maintenance",
+    is_flag=True,
+    help="For a maintenance window: batches that hold their locks for seconds, on purpose "
+    "(the app's writes wait that long; on SQLite every write does).",
+)
+@click.option(
+    "--reclaim",
+    is_flag=True,
+    help="Then hand free space back where that is safe beside a live app: plain VACUUM on PostgreSQL, "
+    "incremental vacuum on a SQLite file with auto_vacuum=INCREMENTAL; never VACUUM FULL.",
+)
 @json_option
 @pass_app
-def purge(app, expired, all_, yes, dry_run, batch_size, max_seconds, wait, as_json):
+def purge(app, expired, all_, yes, dry_run, batch_size, max_seconds, wait, maintenance, reclaim, as_json):
     """Delete expired sessions in short batches.
 
     With --all --yes, delete every session instead.
@@ -53,12 +65,17 @@ def purge(app, expired, all_, yes, dry_run, batch_size, max_seconds, wait, as_js
     is a file beside the database or, where that folder is not writable, in
     $XDG_RUNTIME_DIR/sessctl (else /tmp/sessctl-UID); --json names it.
 
+    `sessctl stats` shows the table's size and its dead or free space.
+
     \b
     Example:
       sessctl purge --expired
       17 * * * *  /srv/app/.venv/bin/sessctl --quiet purge --expired --max-seconds 300
+      sessctl purge --expired --maintenance --reclaim      # a maintenance window
     """
+    from sessctl.purge import MAINTENANCE_SECONDS
     from sessctl.reports import iso
+    from sessctl.space import reclaim as reclaim_space
 
     from ..render import json_object, plural, purge_progress
 
@@ -72,6 +89,8 @@ def purge(app, expired, all_, yes, dry_run, batch_size, max_seconds, wait, as_js
     store = app.store()
     result = {"mode": mode, "dry_run": dry_run, "database": database_label(app.settings.database_url),
               "table": app.settings.table}
+    if maintenance:
+        result["maintenance"] = True
     there = f"from {where(app.settings)}"
     if dry_run:
         cutoff = store.now()
@@ -96,9 +115,14 @@ def purge(app, expired, all_, yes, dry_run, batch_size, max_seconds, wait, as_js
                 result.update(deleted=count, batches=1, seconds=0.0, complete=True, remaining=0)
                 message = f"deleted all {plural(count, 'session')} {there}"
             else:
+                if maintenance:
+                    app.say(f"MAINTENANCE MODE: each batch holds its locks for about {MAINTENANCE_SECONDS:g} s "
+                            f"on purpose; the app's writes {'all ' if store.dialect == 'sqlite' else ''}"
+                            "wait that long", force=True)
                 with purge_progress(app, store, cutoff) as on_batch:
                     done = store.purge_expired(
-                        batch_size=batch_size, max_seconds=max_seconds, cutoff=cutoff, on_batch=on_batch
+                        batch_size=batch_size, max_seconds=max_seconds, cutoff=cutoff, on_batch=on_batch,
+                        maintenance=maintenance,
                     )
                 remaining = 0 if done.complete else done.remaining
                 result.update(
@@ -114,6 +138,12 @@ def purge(app, expired, all_, yes, dry_run, batch_size, max_seconds, wait, as_js
                 )
                 if not done.complete:
                     message += f"; stopped after --max-seconds with {remaining} left: re-run to go on"
+                if reclaim:
+                    left = None if max_seconds is None else max(0.001, max_seconds - done.seconds)
+                    result["reclaim"] = given = reclaim_space(store, left) if done.complete else {
+                        "done": False, "how": None, "why": "the purge did not finish; re-run to go on"}
+                    message += "; " + (f"space handed back ({given['how']})" if given["done"]
+                                       else f"no space handed back: {given['why']}")
             if mode == "expired":
                 import time
 

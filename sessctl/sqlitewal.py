@@ -1,0 +1,273 @@
+"""SQLite's write-ahead log beside a live app: who checkpoints, and who waits for whom.
+
+A purge on SQLite deletes in short batches, because each batch holds the
+file's only write lock. Every batch dirties about one random page of each
+index per deleted row, and a checkpoint copies those pages into the database
+file; with the default auto-checkpoint (every 1,000 pages of WAL) nearly every
+batch would checkpoint, and the next batch dirties the same pages again. So
+the purge's own connection checkpoints only every :data:`WAL_BOUND` bytes of
+WAL (a PASSIVE checkpoint that copies without blocking anyone, then a RESTART
+with a short timeout so that the log starts over from its beginning), and
+TRUNCATEs the log when it ends.
+
+Two things need the app's side, which lives in another process. Both are
+``flock`` on a small empty file beside the database (released by the kernel
+when the holder ends, even by ``kill -9``):
+
+* ``<db>.sessctl-purging``: held (shared) by a running purge. The app's
+  per-request connections, which would otherwise run a checkpoint of the
+  purge's pages inside a request's commit, switch their auto-checkpoint off
+  while it is held (checked at most every :data:`PROBE_SECONDS`).
+* ``<db>.sessctl-waiting``: held (shared) by an app writer that found the
+  database locked, while it retries. After each batch the purge yields only
+  while someone holds it, instead of pausing after every batch.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import sys
+import threading
+import time
+from collections.abc import Callable, Iterator
+from typing import Any
+
+from sqlalchemy import exc as sa_exc
+
+from .db import sqlite_path
+
+WAL_BOUND = 256 * 2**20  # bytes of WAL a purge lets pile up before it checkpoints (see the module)
+MAINTENANCE_WAL_BOUND = 1024 * 2**20
+PURGE_CACHE_KIB = 48 * 1024  # page cache of the purge's connection (its RSS stays under 100 MB)
+RESTART_BUSY_MS = 20  # how long a RESTART checkpoint may wait for readers (app writers wait meanwhile)
+YIELD_CAP = 0.05  # longest a purge waits for the app's waiting writers after one batch
+PROBE_SECONDS = 0.2
+
+try:
+    import fcntl
+except ImportError:  # pragma: no cover - not POSIX: no signals, SQLite's defaults
+    fcntl = None  # type: ignore[assignment]
+
+
+def _open(path: str) -> int | None:
+    if fcntl is None:
+        return None
+    try:
+        return os.open(path, os.O_RDONLY | os.O_CREAT | getattr(os, "O_CLOEXEC", 0), 0o644)
+    except OSError:
+        return None  # a read-only directory, another user's file: go without the signal
+
+
+def _held(fd: int) -> bool:
+    """Whether someone holds a lock on ``fd``'s file (probed with a non-blocking exclusive lock)."""
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        return True
+    except OSError:
+        return False
+    fcntl.flock(fd, fcntl.LOCK_UN)
+    return False
+
+
+class PurgeSignals:
+    """The purge's side: announce the purge; yield to app writers that are waiting."""
+
+    def __init__(self, db_path: str) -> None:
+        self._purging = _open(f"{db_path}.sessctl-purging")
+        self._waiting = _open(f"{db_path}.sessctl-waiting")
+        if self._purging is not None:
+            try:
+                fcntl.flock(self._purging, fcntl.LOCK_SH)  # an app's probe holds it for microseconds
+            except OSError:
+                pass
+
+    def yield_to_writers(self, cap: float = YIELD_CAP) -> float:
+        """Sleep while an app writer waits for the lock (at most ``cap`` s); the seconds slept."""
+        if self._waiting is None:
+            return 0.0
+        start = time.monotonic()
+        while _held(self._waiting):
+            if time.monotonic() - start >= cap:
+                break
+            time.sleep(0.0005)
+        return time.monotonic() - start
+
+    def close(self) -> None:
+        for fd in (self._purging, self._waiting):
+            if fd is not None:
+                os.close(fd)  # releases the flock
+        self._purging = self._waiting = None
+
+
+class AppSignals:
+    """The app's side, one per store: no checkpoints during a purge; say when a writer waits."""
+
+    def __init__(self, db_path: str) -> None:
+        self._path = db_path
+        self._purging_fd: int | None = None
+        self._waiting_fd: int | None = None
+        self._opened = False
+        self._next_probe = 0.0
+        self._purging = False
+        self._default: int | None = None
+        self._applied: dict[int, int] = {}  # id(connection) -> its wal_autocheckpoint
+        self._lock = threading.Lock()
+        self._waiters = 0
+
+    def _fds(self) -> None:
+        if not self._opened:
+            self._opened = True
+            self._purging_fd = _open(f"{self._path}.sessctl-purging")
+            self._waiting_fd = _open(f"{self._path}.sessctl-waiting")
+
+    def new_connection(self, conn: Any) -> None:
+        if self._default is None:
+            self._default = conn.execute("PRAGMA wal_autocheckpoint").fetchone()[0]
+        self._applied[id(conn)] = self._default
+
+    def before_write(self, conn: Any) -> None:
+        """Switch ``conn``'s auto-checkpoint off while a purge runs, back on after."""
+        now = time.monotonic()
+        if now >= self._next_probe:
+            self._next_probe = now + PROBE_SECONDS
+            self._fds()
+            self._purging = self._purging_fd is not None and _held(self._purging_fd)
+        want = 0 if self._purging else self._default
+        if want is not None and self._applied.get(id(conn)) != want:
+            conn.execute(f"PRAGMA wal_autocheckpoint = {int(want)}")
+            self._applied[id(conn)] = want
+
+    def forget(self, conn: Any) -> None:
+        self._applied.pop(id(conn), None)
+
+    @contextlib.contextmanager
+    def waiting(self) -> Iterator[None]:
+        """Hold the "a writer is waiting" signal (shared by this process's waiting threads)."""
+        self._fds()
+        fd = self._waiting_fd
+        if fd is None:
+            yield
+            return
+        with self._lock:
+            self._waiters += 1
+            if self._waiters == 1:
+                try:
+                    fcntl.flock(fd, fcntl.LOCK_SH)  # a purge's probe holds it for microseconds
+                except OSError:
+                    pass
+        try:
+            yield
+        finally:
+            with self._lock:
+                self._waiters -= 1
+                if self._waiters == 0:
+                    try:
+                        fcntl.flock(fd, fcntl.LOCK_UN)
+                    except OSError:
+                        pass
+
+    def close(self) -> None:
+        for fd in (self._purging_fd, self._waiting_fd):
+            if fd is not None:
+                with contextlib.suppress(OSError):
+                    os.close(fd)
+        self._purging_fd = self._waiting_fd = None
+        self._opened = False
+
+
+class PurgeConnection:
+    """The SQLite purge's connection: no auto-checkpoint, a big page cache, a checkpoint per ~WAL_BOUND of log."""
+
+    def __init__(self, store: Any, maintenance: bool) -> None:
+        self.store = store
+        self.maintenance = maintenance
+        self.conn = self._guard(store.engine.connect)
+        self.path = sqlite_path(store.settings.database_url)
+        self.signals = PurgeSignals(self.path) if self.path is not None else None
+        self._shm: int | None = None
+        try:
+            run = self.conn.exec_driver_sql
+            run("PRAGMA wal_autocheckpoint = 0")
+            run(f"PRAGMA cache_size = -{PURGE_CACHE_KIB}")
+            page = run("PRAGMA page_size").scalar() or 4096
+            self.busy_ms = run("PRAGMA busy_timeout").scalar()
+            self.conn.commit()
+        except BaseException:
+            self.close()
+            raise
+        bound = MAINTENANCE_WAL_BOUND if maintenance else WAL_BOUND
+        self.bound_frames = max(1, bound // page)
+        self.since = 0
+
+    def _guard(self, fn: Callable[[], Any]) -> Any:
+        try:
+            return fn()
+        except sa_exc.DBAPIError as exc:
+            raise self.store._translate(exc) from exc
+
+    def delete(self, stmt: Any, params: dict) -> int:
+        try:
+            with self.conn.begin():
+                return self.conn.execute(stmt, params).rowcount
+        except sa_exc.DBAPIError as exc:
+            raise self.store._translate(exc) from exc
+
+    def frames(self) -> int | None:
+        """Frames in the log now: ``mxFrame`` of the wal-index header (https://sqlite.org/walformat.html)."""
+        if self._shm is None and self.path is not None:
+            try:
+                self._shm = os.open(f"{self.path}-shm", os.O_RDONLY | getattr(os, "O_CLOEXEC", 0))
+            except OSError:
+                self.path = None  # no shared wal-index (e.g. exclusive locking): count batches instead
+        if self._shm is None:
+            return None
+        head = os.pread(self._shm, 20, 0)
+        return int.from_bytes(head[16:20], sys.byteorder) if len(head) == 20 else None
+
+    def checkpoint(self, final: bool = False) -> None:
+        """PASSIVE (copies without blocking anyone), then RESTART (or TRUNCATE) with a short wait.
+
+        The RESTART holds the write lock only while it copies what the app
+        wrote since the PASSIVE and waits (at most RESTART_BUSY_MS) for readers
+        of the old log to finish; after it the log starts over from its beginning.
+        """
+        run = self.conn.exec_driver_sql
+        run("PRAGMA wal_checkpoint(PASSIVE)").one()
+        run(f"PRAGMA busy_timeout = {RESTART_BUSY_MS}")
+        try:
+            run(f"PRAGMA wal_checkpoint({'TRUNCATE' if final else 'RESTART'})").one()
+        finally:
+            run(f"PRAGMA busy_timeout = {int(self.busy_ms)}")
+            self.conn.commit()
+
+    def after_batch(self) -> None:
+        self.since += 1
+        frames = self.frames()
+        if (frames is not None and frames >= self.bound_frames) or (frames is None and self.since >= 8):
+            self._guard(self.checkpoint)
+            self.since = 0
+        if self.signals is not None and not self.maintenance:
+            self.signals.yield_to_writers()
+
+    def close(self) -> None:
+        conn, self.conn = self.conn, None
+        try:
+            if conn is not None and not conn.closed:
+                try:
+                    self.conn = conn
+                    self.checkpoint(final=True)  # leave nothing for the app's commits to copy
+                except Exception:
+                    pass
+                finally:
+                    self.conn = None
+                    conn.invalidate()  # its pragmas go with it, not back into the pool
+                    conn.close()
+        finally:
+            if self.signals is not None:
+                self.signals.close()
+                self.signals = None
+            if self._shm is not None:
+                os.close(self._shm)
+                self._shm = None

@@ -1,0 +1,164 @@
+"""SQLite purge and the write-ahead log: the purge checkpoints on its own terms, the app's
+commits never do the purge's checkpointing, the log is handed back when it ends, and a
+maintenance-window purge says so. Speed is measured in benchmarks/, not here.
+
+The WAL's state is read from the ``-shm`` wal-index header (https://sqlite.org/walformat.html):
+``mxFrame`` (frames in the log) at byte 16, ``nBackfill`` (frames already copied into the
+database) at byte 96.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sqlite3
+import struct
+import threading
+import time
+from datetime import timedelta
+
+import pytest
+
+from helpers import fill, invoke
+from sessctl import SessionStore, Settings, sqlitewal
+from sessctl.session import Session
+
+
+def _wal_state(path: str) -> tuple[int, int]:
+    """(mxFrame, nBackfill) as the wal-index says now."""
+    with open(f"{path}-shm", "rb") as fh:
+        head = fh.read(104)
+    return struct.unpack_from("=I", head, 16)[0], struct.unpack_from("=I", head, 96)[0]
+
+
+@pytest.fixture
+def sq(tmp_path):
+    path = str(tmp_path / "s.db")
+    store = SessionStore(Settings(database_url=f"sqlite:///{path}", secret_key="k"))
+    store.create_table()
+    yield store, path
+    store.close()
+
+
+def test_the_app_does_not_checkpoint_the_purges_pages_while_it_runs(sq, monkeypatch):
+    store, path = sq
+    monkeypatch.setattr(sqlitewal, "WAL_BOUND", 1 << 40)  # the purge never checkpoints mid-way here
+    live = fill(store, expired=30_000, live=50)
+    key = next(iter(live))
+    app = SessionStore(store.settings)  # the app: another store on the same file (own connections)
+    seen = []
+
+    def during(_deleted):
+        if seen:
+            return
+        frames, _ = _wal_state(path)
+        if frames < 2000:  # past the app's own auto-checkpoint threshold (1,000 pages)
+            return
+        session = Session(app, key)
+        session["n"] = 1
+        session.save()  # an app commit while the purge's frames sit in the log
+        seen.append((frames, *_wal_state(path)))
+
+    result = store.purge_expired(on_batch=during)
+    assert result.complete and result.deleted == 30_000
+    assert seen, "the purge never wrote 2,000 frames of WAL"
+    frames_before, frames, backfilled = seen[0]
+    assert frames > frames_before  # the app's commit went into the log...
+    assert backfilled < frames_before  # ...and did not copy the purge's pages into the database
+    app.close()
+
+
+def test_purge_leaves_the_log_checkpointed_and_empty(sq):
+    store, path = sq
+    fill(store, expired=20_000, live=100)
+    result = store.purge_expired()
+    assert result.complete and result.deleted == 20_000
+    # TRUNCATE at the end (or SQLite removed the log with the last connection): nothing left to copy.
+    assert not os.path.exists(f"{path}-wal") or os.path.getsize(f"{path}-wal") == 0
+    assert store.counts()["total"] == 100
+
+
+def test_the_log_stays_near_its_bound_during_a_purge(sq, monkeypatch):
+    store, path = sq
+    monkeypatch.setattr(sqlitewal, "WAL_BOUND", 1 << 20)  # 1 MiB: many checkpoints on a small table
+    fill(store, expired=30_000, live=100)
+    peak = []
+    result = store.purge_expired(on_batch=lambda _n: peak.append(_wal_state(path)[0]))
+    assert result.complete and result.deleted == 30_000
+    page = 4096
+    # The bound, plus the batches it takes to learn how many batches make the bound (at most 4).
+    assert max(peak) * page < 16 * (1 << 20), max(peak) * page
+
+
+def test_app_connections_checkpoint_again_after_the_purge(sq):
+    store, path = sq
+    live = fill(store, expired=5_000, live=700)
+    app = SessionStore(store.settings)
+    s = Session(app, next(iter(live)))
+    s["n"] = 1
+    s.save()  # the app's connection exists before the purge, and is used after it
+    store.purge_expired()
+    time.sleep(sqlitewal.PROBE_SECONDS + 0.05)  # the app notices within PROBE_SECONDS that it ended
+    peak = 0
+    for key in live:
+        s = Session(app, key)
+        s["n"] = 2
+        s.save()
+        peak = max(peak, _wal_state(path)[0])
+    # ~3 frames per write, 2,100 in all: SQLite's auto-checkpoint (1,000 pages) restarted the log.
+    assert peak < 1_500, peak
+    app.close()
+
+
+def test_app_writes_get_through_while_a_purge_runs(sq):
+    store, _path = sq
+    live = fill(store, expired=40_000, live=40)
+    app = SessionStore(store.settings)
+    errors, done = [], threading.Event()
+
+    def writer():
+        n = 0
+        while not done.is_set():
+            for key in live:
+                try:
+                    s = Session(app, key)
+                    s["n"] = s.get("n", 0) + 1
+                    s.save()
+                    n += 1
+                except Exception as exc:  # noqa: BLE001 - any failure is the finding
+                    errors.append(repr(exc))
+        return n
+
+    t = threading.Thread(target=writer)
+    t.start()
+    try:
+        result = store.purge_expired()
+    finally:
+        done.set()
+        t.join(60)
+    assert errors == []
+    assert result.complete and result.deleted == 40_000
+    assert store.counts()["total"] == 40
+    app.close()
+
+
+def test_maintenance_purge_says_so_and_deletes_the_same_rows(tmp_path):
+    path = tmp_path / "m.db"
+    settings = Settings(database_url=f"sqlite:///{path}", secret_key="k")
+    store = SessionStore(settings)
+    store.create_table()
+    fill(store, expired=3_000, live=7)
+    r = invoke(settings, "purge", "--expired", "--maintenance", "--json", code=0)
+    out = json.loads(r.stdout)
+    assert out["deleted"] == 3_000 and out["maintenance"] is True
+    assert "maintenance" in r.stderr.lower() and "lock" in r.stderr.lower()
+    assert store.counts() == {**store.counts(), "total": 7, "expired": 0}
+    store.close()
+
+
+@pytest.mark.backends
+def test_maintenance_purge_on_every_backend(store, settings):
+    fill(store, expired=500, live=5)
+    result = store.purge_expired(maintenance=True)
+    assert result.complete and result.deleted == 500
+    assert store.counts()["total"] == 5

@@ -1,0 +1,101 @@
+"""Disk space: `stats` shows the table's size and its dead/free space on each backend, and
+`purge --reclaim` hands space back only where that is safe beside a live app (plain VACUUM
+on PostgreSQL, incremental vacuum on a SQLite file made for it), never VACUUM FULL.
+"""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+import time
+
+import pytest
+from sqlalchemy import text
+
+from helpers import fill, invoke
+from sessctl import SessionStore, Settings
+
+
+def _stats(settings) -> dict:
+    return json.loads(invoke(settings, "stats", "--json", code=0).stdout)
+
+
+@pytest.mark.backends
+def test_stats_shows_the_tables_size_and_free_space(store, settings, backend):
+    fill(store, expired=3_000, live=50)
+    space = _stats(settings)["space"]
+    assert space["table_bytes"] is None or space["table_bytes"] > 0
+    assert space["free_bytes"] >= 0
+    if backend == "sqlite":
+        assert space["file_bytes"] > 0 and space["auto_vacuum"] == "none"
+    elif backend == "postgres":
+        assert space["heap_bytes"] > 0 and space["index_bytes"] > 0 and space["dead_rows"] >= 0
+    else:
+        assert space["data_bytes"] > 0 and space["index_bytes"] >= 0
+
+
+def test_sqlite_free_pages_show_after_a_purge_and_stay_without_incremental_vacuum(tmp_path):
+    path = tmp_path / "s.db"
+    settings = Settings(database_url=f"sqlite:///{path}", secret_key="k")
+    store = SessionStore(settings)
+    store.create_table()
+    fill(store, expired=5_000, live=20)
+    out = json.loads(invoke(settings, "purge", "--expired", "--reclaim", "--json", code=0).stdout)
+    assert out["deleted"] == 5_000
+    assert out["reclaim"]["done"] is False and "VACUUM" in out["reclaim"]["why"]
+    space = _stats(settings)["space"]
+    assert space["free_bytes"] > 100_000  # the freed pages stay in the file, ready for new rows
+    store.close()
+
+
+def test_sqlite_incremental_vacuum_hands_pages_back(tmp_path):
+    path = tmp_path / "s.db"
+    with sqlite3.connect(path) as raw:  # a file made for it, before the table exists
+        raw.execute("PRAGMA auto_vacuum = INCREMENTAL")
+        raw.execute("VACUUM")
+    settings = Settings(database_url=f"sqlite:///{path}", secret_key="k")
+    store = SessionStore(settings)
+    store.create_table()
+    fill(store, expired=5_000, live=20)
+    before = _stats(settings)["space"]["file_bytes"]  # pages of the database (some may sit in the WAL yet)
+    out = json.loads(invoke(settings, "purge", "--expired", "--reclaim", "--json", code=0).stdout)
+    assert out["deleted"] == 5_000 and out["reclaim"]["done"] is True
+    space = _stats(settings)["space"]
+    assert space["free_bytes"] == 0 and space["auto_vacuum"] == "incremental"
+    assert space["file_bytes"] < before / 2
+    assert store.counts()["total"] == 20
+    store.close()
+
+
+def _relfilenode(store) -> int:
+    with store.connect() as conn:
+        return conn.execute(text("SELECT relfilenode FROM pg_class WHERE oid = CAST(:t AS regclass)"),
+                            {"t": store.settings.table}).scalar_one()
+
+
+def test_postgres_reclaim_is_a_plain_vacuum(store, settings, backend):
+    if backend != "postgres":
+        pytest.skip("PostgreSQL's VACUUM")
+    fill(store, expired=3_000, live=30)
+    node = _relfilenode(store)
+    out = json.loads(invoke(settings, "purge", "--expired", "--reclaim", "--json", code=0).stdout)
+    assert out["deleted"] == 3_000 and out["reclaim"]["done"] is True and out["reclaim"]["how"] == "VACUUM"
+    assert _relfilenode(store) == node  # not VACUUM FULL: that rewrites the table into a new file
+    deadline = time.monotonic() + 10
+    while True:  # the statistics reach pg_stat_* asynchronously
+        space = _stats(settings)["space"]
+        if space["last_vacuum"] is not None or time.monotonic() > deadline:
+            break
+        time.sleep(0.3)
+    assert space["last_vacuum"] is not None
+    assert store.counts()["total"] == 30
+
+
+def test_mariadb_reclaim_changes_nothing_and_says_why(store, settings, backend):
+    if backend != "mysql":
+        pytest.skip("MariaDB's InnoDB")
+    fill(store, expired=2_000, live=10)
+    out = json.loads(invoke(settings, "purge", "--expired", "--reclaim", "--json", code=0).stdout)
+    assert out["deleted"] == 2_000
+    assert out["reclaim"]["done"] is False and "OPTIMIZE TABLE" in out["reclaim"]["why"]
+    assert store.counts()["total"] == 10

@@ -1,0 +1,43 @@
+"""Start-up: a database command imports what it needs and no more (timed in benchmarks/, not here)."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+from helpers import fill
+
+PROBE = """
+import json, sys
+from sessctl.cli import main
+sys.argv = ["sessctl", "--db", sys.argv[1], "--table", sys.argv[2], *sys.argv[3:]]
+try:
+    main()
+except SystemExit:
+    pass
+print(json.dumps(sorted(m for m in sys.modules if m.startswith(("sessctl", "rich", "psycopg", "pymysql")))),
+      file=sys.stderr)
+"""
+
+
+def _modules(settings, *args) -> set[str]:
+    proc = subprocess.run([sys.executable, "-c", PROBE, settings.database_url, settings.table, *args],
+                          capture_output=True, text=True, timeout=120)
+    return set(json.loads(proc.stderr.strip().splitlines()[-1]))
+
+
+def test_stats_loads_neither_the_runtime_nor_purge_nor_rich(store, settings):
+    fill(store, expired=3, live=3)
+    loaded = _modules(settings, "stats", "--json")
+    assert "sessctl.reports" in loaded  # it did run
+    unwanted = {"sessctl.fastpath", "sessctl.sqlitewal", "sessctl.purge", "sessctl.session",
+                "sessctl.middleware", "rich"}
+    assert loaded & unwanted == set()
+
+
+def test_purge_loads_purge_but_not_the_runtime(store, settings):
+    fill(store, expired=3, live=3)
+    loaded = _modules(settings, "purge", "--expired", "--json")
+    assert "sessctl.purge" in loaded
+    assert loaded & {"sessctl.fastpath", "sessctl.session", "sessctl.middleware", "rich"} == set()

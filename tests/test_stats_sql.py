@@ -1,0 +1,54 @@
+"""`stats` counts from SQL: totals, expiry windows and the histogram are exact range counts over
+the expire_date index on every backend (also when the lifetime kinds come from a sample), and
+the edges of each window are where `list` and Django put them."""
+
+from __future__ import annotations
+
+import json
+from datetime import timedelta
+
+import pytest
+from click.testing import CliRunner
+from sqlalchemy import insert
+
+from helpers import T, Clock, put
+from sessctl import SessionStore, Settings
+from sessctl.cli import cli
+
+
+@pytest.mark.backends
+def test_expiry_counts_partition_the_live_rows_at_their_edges(store, settings):
+    clock = Clock(T)
+    at = SessionStore(settings, engine=store.engine, clock=clock)
+    put(store, T)  # expire_date == now: expired (live means expire_date > now)
+    put(store, T - timedelta(seconds=5))
+    put(store, T + timedelta(microseconds=1))
+    put(store, T + timedelta(hours=1))  # the last instant of "within 1 h"
+    put(store, T + timedelta(hours=1, microseconds=1))
+    put(store, T + timedelta(days=1))
+    put(store, T + timedelta(days=7, seconds=1))
+    total, buckets = at.expiry_counts(T, (3600, 86400))
+    assert total == 7
+    assert buckets == [2, 2, 1]
+    assert at.counts(T) == {"total": 7, "active": 5, "expired": 2,
+                            "expiring_1h": 2, "expiring_1d": 4, "expiring_7d": 4}
+
+
+def test_sampled_stats_have_the_exact_histogram_and_windows(tmp_path):
+    url = f"sqlite:///{tmp_path / 's.db'}"
+    store = SessionStore(Settings(database_url=url, secret_key="k"))
+    store.create_table()
+    data = store.codec.encode({"u": 1})
+    now = store.now()
+    rows = [{"session_key": f"{i:032d}", "session_data": data,
+             "expire_date": now + timedelta(minutes=30 + (i * 37) % (40 * 24 * 60))} for i in range(24_000)]
+    with store.engine.begin() as conn:
+        conn.execute(insert(store.table), rows)
+    store.close()
+    runner = CliRunner()
+    sampled = json.loads(runner.invoke(cli, ["--db", url, "stats", "--json"], catch_exceptions=False).stdout)
+    exact = json.loads(runner.invoke(cli, ["--db", url, "stats", "--exact", "--json"], catch_exceptions=False).stdout)
+    assert sampled["sampled"] == 20_000 and exact["sampled"] is None
+    assert sampled["histogram"] == exact["histogram"]
+    assert sampled["expiring"] == exact["expiring"]
+    assert sum(b["count"] for b in exact["histogram"]) == exact["active"] == 24_000
