@@ -146,7 +146,7 @@ def load_reporting(
     explicit = config is not None
     path = config or env.get(ENV["config"]) or None
     from_file = _read_file(Path(path), required=True) if path else _read_file(Path(DEFAULT_CONFIG), required=False)
-    from_env, env_names = _from_environment(env)
+    from_env, env_names = _from_environment(env, secret=not secret_key_file and "secret_key" not in given)
     if secret_key_file:
         given = {**_read_secret_file(Path(secret_key_file)), **given}
 
@@ -168,15 +168,18 @@ def load_reporting(
         raise ConfigError(str(exc)) from None
 
 
-def _from_environment(env: Mapping[str, str]) -> tuple[dict[str, Any], dict[str, str]]:
-    """The settings the environment gives, and the variable each came from."""
+def _from_environment(env: Mapping[str, str], *, secret: bool = True) -> tuple[dict[str, Any], dict[str, str]]:
+    """The settings the environment gives, and the variable each came from (the secret key only
+    if ``secret``: an argument that gives it leaves a broken variable unread, as it always did)."""
     values: dict[str, Any] = {}
     names: dict[str, str] = {}
     for name in ("database_url", "table"):
         if env.get(ENV[name]):
             values[name], names[name] = env[ENV[name]], ENV[name]
     # The secret: a file, or the key itself.
-    if env.get(ENV["secret_key_file"]):
+    if not secret:
+        pass
+    elif env.get(ENV["secret_key_file"]):
         secret = _read_secret_file(Path(env[ENV["secret_key_file"]]))
         values.update(secret)
         names.update(dict.fromkeys(secret, ENV["secret_key_file"]))
@@ -268,4 +271,5 @@ def _read_secret_file(path: Path) -> dict[str, Any]:
     keys = [line for line in lines if line.strip()]  # no comments: a Django key may start with "#"
     if not keys:
         raise ConfigError(f"secret key file {str(path)!r} is empty")
-    return {"secret_key": keys[0], "secret_key_fallbacks": tuple(keys[1:])}
+    # A file without fallback lines leaves fallbacks to the other sources (SESSCTL_SECRET_KEY_FALLBACKS).
+    return {"secret_key": keys[0], **({"secret_key_fallbacks": tuple(keys[1:])} if keys[1:] else {})}

@@ -207,3 +207,18 @@ def test_key_file_keeps_spaces_that_belong_to_the_key(tmp_path):
     s = Settings.load(environ={}, secret_key_file=tmp_path / "key")
     assert s.secret_key == "  spaced key  "
     assert s.secret_key_fallbacks == (" old fallback ",)
+
+
+def test_a_key_file_flag_leaves_a_broken_key_file_variable_unread(tmp_path):
+    (tmp_path / "key").write_text("flag-key\n")
+    s = Settings.load(environ={"SESSCTL_SECRET_KEY_FILE": str(tmp_path / "missing")}, secret_key_file=tmp_path / "key")
+    assert s.secret_key == "flag-key"
+
+
+def test_fallbacks_from_the_environment_join_a_key_file_without_fallback_lines(tmp_path):
+    (tmp_path / "key").write_text("flag-key\n")
+    s = Settings.load(environ={"SESSCTL_SECRET_KEY_FALLBACKS": "old"}, secret_key_file=tmp_path / "key")
+    assert (s.secret_key, s.secret_key_fallbacks) == ("flag-key", ("old",))
+    (tmp_path / "c.toml").write_text('secret_key_file = "key"\n')
+    s = Settings.load(tmp_path / "c.toml", environ={"SESSCTL_SECRET_KEY_FALLBACKS": "old"})
+    assert (s.secret_key, s.secret_key_fallbacks) == ("flag-key", ("old",))
