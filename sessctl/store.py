@@ -37,7 +37,7 @@ from . import codec as codecs
 from . import policy
 from .config import Settings
 from .db import file_missing, make_engine, redact_url, sqlite_path, table_missing, translate
-from .errors import Conflict, ConfigError, SessionGone, StoreError, TableMissing
+from .errors import Conflict, ConfigError, DatabaseUnavailable, SessionGone, StoreError, TableMissing
 from .model import cached_table, create_statements
 
 if TYPE_CHECKING:  # imported when first needed: a command that reads never loads the runtime or purge
@@ -45,7 +45,7 @@ if TYPE_CHECKING:  # imported when first needed: a command that reads never load
     from .purge import PurgeResult
 
 __all__ = [
-    "Conflict", "PurgeResult", "Row", "SessionGone", "SessionStore", "StoreError", "TableMissing",
+    "Conflict", "DatabaseUnavailable", "PurgeResult", "Row", "SessionGone", "SessionStore", "StoreError", "TableMissing",
     "make_engine", "new_key", "valid_key",
 ]
 
