@@ -43,6 +43,7 @@ import asyncio
 from collections.abc import Awaitable, Callable, MutableMapping
 from typing import Any, TypeVar
 
+from . import devices
 from .config import Settings
 from .cookies import CookieRules, build_store, parse_cookie
 from .session import Session
@@ -99,6 +100,8 @@ class SessionMiddleware:
             return
         cookie = parse_cookie(_cookie_header(scope), self.settings.cookie_name)
         session = ASGISession(self.store, cookie)
+        if self.settings.track_devices:
+            session.device_source = lambda: devices.from_asgi(self.settings, scope)
         scope["session"] = session
         if valid_key(cookie):  # a well-formed key: load it off the loop (a malformed one is never looked up)
             await run_sync(session.preload)
@@ -131,7 +134,7 @@ class SessionMiddleware:
             self.rules.finish(session, had_cookie, status, headers)
 
         every = self.settings.save_every_request
-        if session.modified or every or session.pending_deletes or not session.is_loaded:
+        if session.modified or every or session.pending_deletes or not session.is_loaded or session.touch_due():
             await run_sync(finish)  # a save or a delete
         else:
             finish()  # read only: headers alone, no query

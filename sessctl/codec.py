@@ -99,7 +99,25 @@ def dumps_json(data: Mapping[str, Any]) -> bytes:
     raise TypeError("session data is not JSON serializable")
 
 
+def payload_json(value: str) -> bytes:
+    """The JSON text inside a stored value, unverified and unparsed (a quick look before decoding)."""
+    return _payload_bytes(_split(value)[0])
+
+
 def _loads_payload(payload: str) -> dict[str, Any]:
+    raw = _payload_bytes(payload)
+    try:
+        data = json.loads(raw.decode("latin-1"))
+    except ValueError as exc:
+        raise CodecError(f"payload is not valid JSON: {exc}") from exc
+    except RecursionError:
+        raise CodecError("payload is nested too deeply") from None
+    if not isinstance(data, dict):
+        raise CodecError(f"payload is a JSON {type(data).__name__}, not an object")
+    return data
+
+
+def _payload_bytes(payload: str) -> bytes:
     compressed = payload.startswith(".")
     raw = _b64decode(payload[1:] if compressed else payload)
     if compressed:
@@ -110,15 +128,7 @@ def _loads_payload(payload: str) -> dict[str, Any]:
             raise CodecError("payload is not valid zlib data") from exc
         if inflater.unconsumed_tail:
             raise CodecError(f"payload inflates past {MAX_DECOMPRESSED} bytes")
-    try:
-        data = json.loads(raw.decode("latin-1"))
-    except ValueError as exc:
-        raise CodecError(f"payload is not valid JSON: {exc}") from exc
-    except RecursionError:
-        raise CodecError("payload is nested too deeply") from None
-    if not isinstance(data, dict):
-        raise CodecError(f"payload is a JSON {type(data).__name__}, not an object")
-    return data
+    return raw
 
 
 def _split(value: str) -> tuple[str, str, str]:

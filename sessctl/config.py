@@ -64,6 +64,15 @@ class Settings:
     cookie_samesite: str | None = "Lax"
     expire_at_browser_close: bool = False
     save_every_request: bool = False
+    # Sessions of a user, devices, the activity touch: see sessctl.users and sessctl.activity.
+    user_key: str = "_auth_user_id"
+    touch: bool = True
+    touch_interval: float | None = None
+    track_devices: bool = False
+    trusted_proxies: tuple[str, ...] = ()
+    truncate_ip: bool = False
+    max_sessions_per_user: int | None = None
+    on_max_sessions: str = "evict"
 
     def __post_init__(self) -> None:
         if isinstance(self.secret_key_fallbacks, str):
@@ -85,9 +94,13 @@ class Settings:
             object.__setattr__(self, "cookie_samesite", norm)
         elif samesite is False:
             object.__setattr__(self, "cookie_samesite", None)
-        for name in ("cookie_secure", "cookie_httponly", "expire_at_browser_close", "save_every_request"):
+        for name in ("cookie_secure", "cookie_httponly", "expire_at_browser_close", "save_every_request",
+                     "touch", "track_devices", "truncate_ip"):
             if not isinstance(getattr(self, name), bool):
                 raise ConfigError(f"{name} must be true or false, not {getattr(self, name)!r}")
+        from . import usersettings
+
+        usersettings.check(self)
 
     def __repr__(self) -> str:
         shown = ", ".join(
@@ -243,6 +256,8 @@ def _read_file(path: Path, *, required: bool) -> dict[str, Any]:
         if not isinstance(fb, list) or not all(isinstance(k, str) for k in fb):
             raise ConfigError(f"config file {str(path)!r}: secret_key_fallbacks must be a list of strings")
         values["secret_key_fallbacks"] = tuple(fb)
+    if isinstance(values.get("trusted_proxies"), list):
+        values["trusted_proxies"] = tuple(values["trusted_proxies"])
     if "secret_key_file" in values:
         secret_path = Path(str(values.pop("secret_key_file")))
         if not secret_path.is_absolute():

@@ -116,6 +116,15 @@ class CookieRules:
                 exp = session.expiry
                 assert key is not None and exp is not None
                 headers.append(self.cookie_header(key, exp.max_age, exp.expires))
+        elif not failed:
+            # Read, not changed: an idle deadline slides through the throttled touch (sessctl.activity).
+            touched = session.touch()
+            if touched == "gone":
+                headers.append(self.delete_header)
+            elif touched == "touched":
+                exp = session.expiry
+                assert exp is not None and session.stored_key is not None
+                headers.append(self.cookie_header(session.stored_key, exp.max_age, exp.expires))
         vary_cookie(headers)
 
 

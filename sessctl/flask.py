@@ -47,6 +47,7 @@ from typing import TYPE_CHECKING
 
 from flask.sessions import SessionInterface, SessionMixin
 
+from . import devices
 from .config import Settings
 from .cookies import CookieRules, build_store, parse_cookie
 from .policy import TILL_BROWSER_CLOSE
@@ -135,6 +136,9 @@ class SessctlSessionInterface(SessionInterface):
         cookie = parse_cookie(request.environ.get("HTTP_COOKIE", ""), self.settings.cookie_name)
         session = self.session_class(self.store, cookie)
         session.had_cookie = cookie is not None
+        if self.settings.track_devices:
+            environ, settings = request.environ, self.settings
+            session.device_source = lambda: devices.from_wsgi(settings, environ)
         return session  # nothing is loaded until the view uses it
 
     def save_session(self, app: Flask, session: SessionMixin, response: Response) -> None:

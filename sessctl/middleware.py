@@ -14,6 +14,7 @@ from __future__ import annotations
 from collections.abc import Callable, Iterable
 from typing import Any
 
+from . import devices
 from .config import Settings
 from .cookies import CookieRules, build_store, parse_cookie
 from .session import Session
@@ -53,6 +54,8 @@ class SessionMiddleware:
     def __call__(self, environ: dict[str, Any], start_response: StartResponse) -> Iterable[bytes]:
         cookie = parse_cookie(environ.get("HTTP_COOKIE", ""), self._name)
         session = Session(self.store, cookie)
+        if self.settings.track_devices:
+            session.device_source = lambda: devices.from_wsgi(self.settings, environ)
         environ[ENVIRON_KEY] = session
         finished = False
 

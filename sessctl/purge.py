@@ -42,6 +42,7 @@ class PurgeResult:
     complete: bool = True
     cutoff: datetime | None = None
     remaining: int | None = None
+    index_deleted: int = 0  # rows of the user index whose session was gone, swept after the batches
 
 
 @dataclass(slots=True)
@@ -127,6 +128,13 @@ def _loop(store, walker: Walker, target: float, pause: float, max_seconds, on_ba
             walker.after()
         elif pause:
             time.sleep(pause)  # a gap for the app's writers (SQLite has one write lock)
+    if result.complete:
+        # The batches above are the same with or without a user index; its rows of the
+        # sessions just purged (and any Django deleted) are swept now, in index-key order.
+        from .users import sweep
+
+        budget = None if max_seconds is None else max(0.001, max_seconds - (time.monotonic() - start))
+        result.index_deleted, _ = sweep(store, max_seconds=budget)
     result.seconds = time.monotonic() - start
 
 

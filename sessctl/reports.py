@@ -38,19 +38,26 @@ def iso(moment: datetime) -> str:
     return moment.astimezone(timezone.utc).isoformat()
 
 
-def row_summary(row: Any, now: datetime) -> dict[str, Any]:
-    """What ``list`` shows of a row; the lifetime is read without verifying the signature."""
+def row_summary(row: Any, now: datetime, user_key: str | None = None) -> dict[str, Any]:
+    """What ``list`` shows of a row; the lifetime (and user, given ``user_key``) read without verifying."""
+    from .userindex import user_of
+
+    data = None
     try:
-        lifetime = lifetime_of(decode_unverified(row.session_data)).to_json()
+        data = decode_unverified(row.session_data)
+        lifetime = lifetime_of(data).to_json()
     except Exception:  # any undecodable value, however malformed
         lifetime = {"kind": UNREADABLE}
-    return {
+    out = {
         "key": row.key,
         "expire_date": iso(row.expire_date),
         "expired": row.expired(now),
         "lifetime": lifetime,
         "size": len(row.session_data.encode("utf-8")),
     }
+    if user_key is not None:
+        out["user"] = user_of(data, user_key)
+    return out
 
 
 def kinds_of(values: Iterable[str]) -> tuple[dict[str, int], int]:

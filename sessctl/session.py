@@ -13,10 +13,11 @@ from collections.abc import Iterator, MutableMapping
 from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
-from . import policy
+from . import activity, policy
 from .errors import CodecError, Conflict, SessionGone
 from .policy import EXPIRY_KEY, RESEND_KEY, TILL_BROWSER_CLOSE
 from .store import MAX_CAS_ATTEMPTS, Row, new_key, valid_key
+from .userindex import user_of
 
 if TYPE_CHECKING:
     from .store import SessionStore
@@ -46,6 +47,12 @@ class Session(MutableMapping):
         self.accessed = False
         self.modified = False
         self.expiry: policy.Expiry | None = None  # set by save()
+        # Users: the user of the stored row, its "last seen" in the user index, the client (devices on).
+        self._row_user: str | None = None
+        self._seen: datetime | None = None
+        self.device_source: Any = None  # set by the adapter: () -> sessctl.devices.Device
+        self.login_result: Any = None  # set by login()
+        self._users: dict[str, str | None] = {}  # row key -> its user, for rows this session has seen
 
     def __repr__(self) -> str:
         state = "loaded" if self._data is not None else "not loaded"
@@ -94,6 +101,8 @@ class Session(MutableMapping):
                 data = None  # tampered, or signed with a key we no longer hold: never trusted
             if data is not None:
                 self._row = row
+                self._row_user = self._users[key] = user_of(data, store.settings.user_key)
+                self._seen = row.last_seen
                 if data.pop(RESEND_KEY, None) is not None:
                     # The command line changed this session's lifetime: re-send the cookie.
                     self.modified = True
@@ -174,6 +183,61 @@ class Session(MutableMapping):
 
     def delete_test_cookie(self) -> None:
         self.pop(TEST_COOKIE_NAME, None)
+
+    # -- users ----------------------------------------------------------------
+
+    @property
+    def user_id(self) -> str | None:
+        """The logged-in user: the value under ``Settings.user_key`` (Django's ``_auth_user_id``), as text."""
+        return user_of(self._session, self._store.settings.user_key)
+
+    def login(self, user_id: Any) -> Any:
+        """Log ``user_id`` in: a new key (always), the user recorded, ``max_sessions_per_user`` kept.
+
+        Another user's session is emptied first, as Django does. Returns a
+        :class:`~sessctl.users.LoginResult` (sessions evicted to stay within the
+        limit, and why); with ``on_max_sessions = "refuse"`` raises
+        :class:`~sessctl.users.SessionLimitReached` and changes nothing.
+        """
+        return activity.login(self, user_id)
+
+    def end_other_sessions(self) -> list[str]:
+        """Log this session's user out everywhere else ("log out my other devices"); the keys ended."""
+        user = self.user_id
+        if user is None:
+            return []
+        return list(self._store.end_user_sessions(user, keep=self.session_key or ()))
+
+    def device(self) -> Any:
+        """The client as device tracking records it, or None when tracking is off."""
+        source = self.device_source
+        if source is None or not self._store.settings.track_devices:
+            return None
+        return source()
+
+    def touch(self) -> str | None:
+        """Slide an unmodified session's deadline if a touch is due (see :mod:`sessctl.activity`)."""
+        return activity.touch(self)
+
+    def touch_due(self) -> bool:
+        """Whether :meth:`touch` would write (computed, no query)."""
+        return activity.due(self) is not None
+
+    @property
+    def stored_key(self) -> str | None:
+        """The key of the row this session holds now (None for a new or ended one); never loads."""
+        return None if self._row is None else self._row.key
+
+    def _forget(self) -> None:
+        self._row = None
+        self._key = None
+        self._row_user = self._seen = None
+
+    def _touched(self, expiry: policy.Expiry) -> None:
+        row = self._row
+        assert row is not None
+        self._row = Row(row.key, row.session_data, expiry.expire_date)
+        self.expiry = expiry
 
     # -- lifetime ------------------------------------------------------------
 
@@ -258,7 +322,12 @@ class Session(MutableMapping):
     def delete_pending(self) -> None:
         """Delete the rows a deferred ``flush()`` dropped."""
         while self.pending_deletes:
-            self._store.delete_row(self.pending_deletes.pop())
+            key = self.pending_deletes.pop()
+            self._store.delete_row(key, indexed=self._indexed(key))
+
+    def _indexed(self, key: str) -> bool:
+        """False only for a row known to have no user (so no user index row to delete with it)."""
+        return self._users.get(key, "?") is not None
 
     def save(self) -> str | None:
         """Write the session; returns its key, or None if it was empty (and is now gone).
@@ -271,7 +340,7 @@ class Session(MutableMapping):
         if not data:
             for row in (self._row, self._old_row):
                 if row is not None:
-                    store.delete_row(row.key)
+                    store.delete_row(row.key, indexed=self._indexed(row.key))
             self._row = self._old_row = None
             self._key = None
             self._fresh_key = False
@@ -284,14 +353,25 @@ class Session(MutableMapping):
         store = self._store
         if self._old_row is not None:
             data = self._retire_old_row(data)
-        exp = policy.compute(store.settings, data, store.now())
+        now = store.now()
+        exp = policy.compute(store.settings, data, now)
         encoded = store.codec.encode(data)
-        key = store.create_row(encoded, exp.expire_date, key=self._key if self._fresh_key else None)
+        user = user_of(data, store.settings.user_key)
+        side = activity.side_row(self, user, now) if user is not None else None
+        key = store.create_row(encoded, exp.expire_date, key=self._key if self._fresh_key else None, side=side)
+        self._row_user, self._seen = user, (now if side is not None else None)
+        self._users[key] = user
         self._key = key
         self._fresh_key = False
         self._row = Row(key, encoded, exp.expire_date)
         self.expiry = exp
         return key
+
+    def _user_of_row(self, row: Row) -> str | None:
+        try:
+            return user_of(self._store.codec.decode(row.session_data), self._store.settings.user_key)
+        except CodecError:
+            return None
 
     def _rebase(self, base: Row, data: dict[str, Any], now: datetime | None = None) -> tuple[Row | None, dict[str, Any]]:
         """After a lost compare-and-swap on ``base``: the row as it is now, and ``data``'s changes re-applied to it.
@@ -319,7 +399,7 @@ class Session(MutableMapping):
         old = self._old_row
         assert old is not None
         for _ in range(MAX_CAS_ATTEMPTS):
-            if self._store.delete_row(old.key, only_if=old):
+            if self._store.delete_row(old.key, only_if=old, indexed=self._indexed(old.key)):
                 self._old_row = None
                 self._data = data
                 return data
@@ -336,21 +416,26 @@ class Session(MutableMapping):
         store = self._store
         row = self._row
         assert row is not None
+        row_user = self._row_user
         for _ in range(MAX_CAS_ATTEMPTS):
             now = store.now()
             exp = policy.compute(store.settings, data, now)
             encoded = store.codec.encode(data)
-            if store.swap_row(row, encoded, exp.expire_date):
+            side = activity.user_change(self, row_user, data, now, exp.lifetime)
+            if store.swap_row(row, encoded, exp.expire_date, side=side):
                 self._row = Row(row.key, encoded, exp.expire_date)
                 self._data = data
                 self.expiry = exp
+                self._row_user = self._users[row.key] = user_of(data, store.settings.user_key)
+                if side is not None:
+                    self._seen = now if self._row_user is not None else None
                 return row.key
             fresh, data = self._rebase(row, data, now)
             if fresh is None:
                 self._row = None
                 self._key = None
                 raise SessionGone(f"session {row.key} was deleted while this request ran")
-            row = fresh
+            row, row_user = fresh, self._user_of_row(fresh)
         raise Conflict(f"session {row.key} kept changing; gave up after {MAX_CAS_ATTEMPTS} attempts")
 
 

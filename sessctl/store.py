@@ -39,6 +39,7 @@ from .config import Settings
 from .db import file_missing, make_engine, redact_url, sqlite_path, table_missing, translate
 from .errors import Conflict, ConfigError, DatabaseUnavailable, SessionGone, StoreError, TableMissing
 from .model import cached_table, create_statements
+from .storeusers import UserRows
 
 if TYPE_CHECKING:  # imported when first needed: a command that reads never loads the runtime or purge
     from .fastpath import FastPath
@@ -70,13 +71,14 @@ class Row:
     key: str
     session_data: str
     expire_date: datetime
+    last_seen: datetime | None = None  # of the session's user, from the user index (load_row only)
 
     def expired(self, now: datetime) -> bool:
         # Live means expire_date > now (Django's load); anything else is expired.
         return self.expire_date <= now
 
 
-class SessionStore:
+class SessionStore(UserRows):
     """The session table: create it, read, write, iterate and purge its rows.
 
     ``SessionStore(settings)`` opens its engine lazily, on first use.
@@ -185,6 +187,7 @@ class SessionStore:
             with self.connect(write=True) as conn:
                 for stmt in statements:
                     conn.exec_driver_sql(stmt)
+                self._create_user_index(conn)  # a fresh table: its user index is complete from the start
         except StoreError:
             if self.has_table():  # another process created it meanwhile
                 return False
@@ -214,11 +217,22 @@ class SessionStore:
         if not valid_key(key):
             return None
         fast = self._fast
-        found = fast.run(fast.load, (key, fast.bind(self.now() if now is None else now)), fetch=True)
+        bound = fast.bind(self.now() if now is None else now)
+        if self.user_index_ready():  # with the user's "last seen": one LEFT JOIN on the index's key
+            found = fast.run(self._side.load, (key, bound), fetch=True)
+            if found is None:
+                return None
+            return Row(key, found[0], fast.result(found[1]), None if found[2] is None else fast.result(found[2]))
+        found = fast.run(fast.load, (key, bound), fetch=True)
         return None if found is None else Row(key, found[0], fast.result(found[1]))
 
-    def insert_row(self, key: str, session_data: str, expire_date: datetime) -> bool:
-        """INSERT a new row; False if the key is already taken (never overwrites)."""
+    def insert_row(self, key: str, session_data: str, expire_date: datetime, *, side: Any = None) -> bool:
+        """INSERT a new row; False if the key is already taken (never overwrites).
+
+        ``side`` (a :class:`~sessctl.userindex.SideRow`): the session's user, indexed in the same transaction.
+        """
+        if side is not None and self.user_index_ready():
+            return self._insert_with_side(key, session_data, expire_date, side)
         fast = self._fast
         try:
             return fast.run(fast.insert, (key, session_data, fast.bind(expire_date))) == 1
@@ -228,7 +242,8 @@ class SessionStore:
             raise
 
     def create_row(
-        self, session_data: str | Callable[[str], str], expire_date: datetime, *, key: str | None = None
+        self, session_data: str | Callable[[str], str], expire_date: datetime, *, key: str | None = None,
+        side: Any = None,
     ) -> str:
         """Insert under a fresh random key (``key`` first, if given) and return it.
 
@@ -237,18 +252,29 @@ class SessionStore:
         for _ in range(MAX_KEY_ATTEMPTS):
             key = key or new_key()
             data = session_data(key) if callable(session_data) else session_data
-            if self.insert_row(key, data, expire_date):
+            if self.insert_row(key, data, expire_date, side=side):
                 return key
             key = None
         raise Conflict("could not find a free session key (is the random source broken?)")
 
-    def swap_row(self, old: Row, session_data: str, expire_date: datetime) -> bool:
-        """Compare-and-swap: rewrite the row only if it still holds ``old.session_data``."""
+    def swap_row(self, old: Row, session_data: str, expire_date: datetime, *, side: Any = None) -> bool:
+        """Compare-and-swap: rewrite the row only if it still holds ``old.session_data``.
+
+        ``side``: what the save does to the user index ("set", "drop" or "seen"), in the same transaction.
+        """
+        steps = self._side_steps(old.key, side)
+        if steps:
+            return self._swap_with_side(old, session_data, expire_date, steps)
         fast = self._fast
         return fast.run(fast.swap, (session_data, fast.bind(expire_date), old.key, old.session_data)) == 1
 
-    def delete_row(self, key: str, *, only_if: Row | None = None) -> bool:
-        """Delete one row; with ``only_if``, only while it still holds that data."""
+    def delete_row(self, key: str, *, only_if: Row | None = None, indexed: bool = True) -> bool:
+        """Delete one row (and its user index row); with ``only_if``, only while it still holds that data.
+
+        ``indexed=False``: the caller knows the row has no user, so no index row to delete with it.
+        """
+        if indexed and self.user_index_ready():
+            return self._delete_with_side(key, only_if)
         fast = self._fast
         if only_if is None:
             return fast.run(fast.delete, (key,)) == 1
@@ -430,9 +456,15 @@ class SessionStore:
         return purge.exclusive(self, name, wait=wait)
 
     def delete_all(self) -> int:
-        """Delete every row (log everyone out)."""
+        """Delete every row, and the user index's (log everyone out)."""
+        indexed = self.user_index_ready()
         with self.connect(write=True) as conn:
-            return conn.execute(delete(self.table)).rowcount
+            count = conn.execute(delete(self.table)).rowcount
+            if indexed:
+                from .userindex import side_table
+
+                conn.execute(delete(side_table(self.settings.table)))
+            return count
 
 
 def __getattr__(name: str) -> Any:

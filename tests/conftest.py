@@ -84,11 +84,13 @@ def _drop(url: str, table: str) -> None:
     from sqlalchemy import text
 
     from sessctl.store import make_engine
+    from sessctl.userindex import side_name
 
     engine = make_engine(url)
     try:
         with engine.begin() as conn:
             q = engine.dialect.identifier_preparer.quote
+            conn.execute(text(f"DROP TABLE IF EXISTS {q(side_name(table))}"))  # its user index
             conn.execute(text(f"DROP TABLE IF EXISTS {q(table)}"))
     finally:
         engine.dispose()

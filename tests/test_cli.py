@@ -86,7 +86,8 @@ def test_list_json_shape(store, run):
     save(store, None, {"user": 3, EXPIRY_KEY: 600})
     deadline = save(store, None, {EXPIRY_KEY: (store.now() + timedelta(hours=2)).isoformat()})
     items = json.loads(ok(run("list", "--json")).stdout)
-    assert all(set(i) == {"key", "expire_date", "expired", "lifetime", "size"} for i in items)
+    assert all(set(i) == {"key", "expire_date", "expired", "lifetime", "size", "user"} for i in items)
+    assert all(i["user"] is None for i in items)  # no _auth_user_id in these sessions
     assert all(i["expired"] is False and isinstance(i["size"], int) for i in items)
     assert all(datetime.fromisoformat(i["expire_date"]).utcoffset() == timedelta(0) for i in items)
     kinds = {i["lifetime"]["kind"] for i in items}

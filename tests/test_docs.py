@@ -12,7 +12,8 @@ COMMANDS = list(cli.commands)
 
 def test_spec_commands_exist():
     assert COMMANDS == [
-        "init", "list", "show", "decode", "set-life", "till-browser-close", "reset-life", "delete", "purge", "stats", "demo", "completion",
+        "init", "list", "show", "decode", "set-life", "till-browser-close", "reset-life", "delete", "purge", "stats", "users",
+        "demo", "completion",
     ]
 
 

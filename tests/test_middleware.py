@@ -475,12 +475,13 @@ def test_absolute_life_of_two_seconds_in_real_time(web):
 
 
 def test_idle_life_slides_on_each_save(web):
+    """With the activity touch off (Django's rule) only saves slide an idle deadline; test_touch.py has the touch."""
     clock = Clock()
 
     def v_idle_10(session, environ):
         session.set_life(10, idle=True)
 
-    w = web({"/idle-10": v_idle_10}, clock=clock)
+    w = web({"/idle-10": v_idle_10}, clock=clock, touch=False)
     key = login(w)
     _, _, attrs = cookie_attrs(w.get("/idle-10").cookie())
     assert attrs["max-age"] == "10"
@@ -491,7 +492,7 @@ def test_idle_life_slides_on_each_save(web):
         assert w.store.get_row(key).expire_date == clock.now + timedelta(seconds=10)
     clock.advance(8)
     assert w.get("/read").json()["data"]["tick"] == "2"  # 32 s after the first save: alive
-    clock.advance(2)  # a read does not slide: 10 s after the last save
+    clock.advance(2)  # a read does not slide (touch off): 10 s after the last save
     assert w.get("/read").json()["data"] == {}
 
 

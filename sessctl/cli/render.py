@@ -195,6 +195,14 @@ def _fields(info: dict[str, Any], now: datetime | None) -> list[tuple[str, str]]
         ]
     fields.append(("lifetime", describe(info["lifetime"])))
     fields.append(("size", plural(info["size"], "byte")))
+    if "user" in info:
+        fields.append(("user", "-" if info["user"] is None else printable(str(info["user"]))))
+    if info.get("last_activity") and now is not None:
+        seen = datetime.fromisoformat(info["last_activity"])
+        fields.append(("last seen", f"{utc_text(seen)} ({relative(seen, now)})"))
+    device = info.get("device")
+    if device:
+        fields.append(("device", printable(" ".join(str(v) for v in (device.get("ip"), device.get("user_agent")) if v))))
     if info.get("signed_at"):
         fields.append(("signed", utc_text(datetime.fromisoformat(info["signed_at"]))))
     if info["data"] is None:

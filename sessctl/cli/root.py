@@ -12,6 +12,7 @@ from .app import App, fail
 from .commands import completion, delete, init, life, purge, show, stats
 from .commands import demo as demo_command
 from .commands import list as list_command
+from .commands import users as users_command
 
 
 class SessctlGroup(click.Group):
@@ -129,6 +130,7 @@ for command in (
     delete.delete,
     purge.purge,
     stats.stats,
+    users_command.users,
     demo_command.demo,
     completion.completion,
 ):

@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import contextlib
 import re
+from collections.abc import Iterator
+from typing import Any
 
 import click
 
@@ -86,7 +89,9 @@ class SessionKey(click.ParamType):
             return []
 
 
-def complete_keys(params: dict, incomplete: str, limit: int = 100) -> list[str]:
+@contextlib.contextmanager
+def completion_store(params: dict) -> Iterator[Any]:
+    """A store on the database the global options name, for shell completion (no secret needed)."""
     import os
     import warnings
 
@@ -104,6 +109,11 @@ def complete_keys(params: dict, incomplete: str, limit: int = 100) -> list[str]:
         store = SessionStore(settings, engine=make_engine(settings.database_url, timeout=1))
         try:
             store.check()  # never creates a missing SQLite file
-            return store.keys_with_prefix(incomplete, limit)
+            yield store
         finally:
             store.close()
+
+
+def complete_keys(params: dict, incomplete: str, limit: int = 100) -> list[str]:
+    with completion_store(params) as store:
+        return store.keys_with_prefix(incomplete, limit)

@@ -41,6 +41,7 @@ def show(app, key, as_json, no_verify):
         from sessctl.policy import lifetime_of
 
         info["lifetime"] = lifetime_of(decoded["data"]).to_json()
+    _add_user(info, store, key, decoded["data"], app.settings.user_key)
     if problem:
         info["error"] = problem
     if as_json:
@@ -49,6 +50,21 @@ def show(app, key, as_json, no_verify):
         session_panel(info, now)
     if problem:
         raise click.ClickException(f"session {key}: {problem}")
+
+
+def _add_user(info: dict, store, key: str, data, user_key: str) -> None:
+    """`show`'s user (from the verified data) and, from the user index, last activity and device."""
+    from sessctl.reports import iso
+    from sessctl.userindex import user_of
+
+    if data is not None:  # withheld (unverified) data shows no user either
+        info["user"] = user_of(data, user_key)
+    row = store.device_of(key)
+    info["device"] = None
+    if row is not None:
+        info["last_activity"] = iso(row["last_seen"])
+        if row["ip"] or row["user_agent"]:
+            info["device"] = {"ip": row["ip"], "user_agent": row["user_agent"], "created_at": iso(row["created_at"])}
 
 
 @click.command()

@@ -1,0 +1,150 @@
+"""Logging in, and the activity touch: what a session does about its user and about being used.
+
+``login(session, user_id)`` records the user under ``Settings.user_key``,
+always with a new key (and an empty session when another user was logged in
+there, as Django does), after enforcing ``max_sessions_per_user``.
+
+``touch(session)`` runs when a response leaves with a session that was read
+but not changed. An idle deadline (or the global policy's) slides on any
+access, not only on saves, through one small write per ``touch_interval``:
+the row's ``expire_date`` only (never the data, never past an absolute
+deadline, never on a deleted or expired row), plus "last seen" of a user's
+session. A burst of requests within the interval writes nothing.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import TYPE_CHECKING, Any
+
+from . import policy
+from .userindex import USER_ID_LENGTH, SideRow, user_of
+from .users import LoginResult, SessionLimitReached
+
+if TYPE_CHECKING:
+    from .session import Session
+
+MAX_INTERVAL = 3600.0  # the default interval never exceeds an hour ("last seen" stays useful)
+GONE = "gone"
+TOUCHED = "touched"
+
+
+def interval_for(settings: Any, window: float | None) -> float:
+    """Seconds between two touches of a session whose deadline slides by ``window`` (None: it does not slide)."""
+    if settings.touch_interval is not None:
+        return float(settings.touch_interval)
+    if window is None:
+        return MAX_INTERVAL
+    return min(window / 10.0, MAX_INTERVAL)
+
+
+def window_of(settings: Any, lifetime: policy.Lifetime) -> float | None:
+    """How far a save moves this lifetime's deadline past now (None for a fixed deadline)."""
+    if lifetime.kind == policy.IDLE:
+        return float(lifetime.seconds or 0)
+    if lifetime.kind == policy.ABSOLUTE:
+        return None if lifetime.seconds is None else float(lifetime.seconds)
+    return float(settings.cookie_age)
+
+
+def side_row(session: Session, user_id: str, now: datetime) -> SideRow:
+    device = session.device()
+    return SideRow(
+        user_id, now, now, None if device is None else device.ip, None if device is None else device.user_agent
+    )
+
+
+def seen_due(session: Session, now: datetime, lifetime: policy.Lifetime) -> bool:
+    """A user's session whose "last seen" is older than the touch interval."""
+    seen = session._seen
+    if seen is None:
+        return False
+    settings = session._store.settings
+    return (now - seen).total_seconds() >= interval_for(settings, window_of(settings, lifetime))
+
+
+def due(session: Session) -> tuple[policy.Expiry, bool, bool] | None:
+    """(expiry now, the deadline slides, "last seen" is stale) when a touch is due, else None. No query."""
+    store = session._store
+    settings = store.settings
+    row, data = session._row, session._data
+    if not settings.touch or row is None or data is None or session.modified:
+        return None
+    now = store.now()
+    expiry = policy.compute(settings, data, now)
+    interval = interval_for(settings, window_of(settings, expiry.lifetime))
+    slides = (expiry.expire_date - row.expire_date).total_seconds() >= interval
+    seen = seen_due(session, now, expiry.lifetime)
+    return (expiry, slides, seen) if slides or seen else None
+
+
+def touch(session: Session) -> str | None:
+    """Slide a read-only session's deadline if due; TOUCHED (re-send the cookie), GONE (it was deleted) or None."""
+    found = due(session)
+    if found is None:
+        return None
+    expiry, slides, seen = found
+    store = session._store
+    now = store.now()
+    outcome = store.touch_row(
+        session._row, expiry.expire_date if slides else None, now, seen=session._seen is not None,
+        device=session.device(),
+    )
+    if outcome is None:
+        session._forget()
+        return GONE
+    if outcome:
+        if session._seen is not None:
+            session._seen = now
+        if slides:
+            session._touched(expiry)
+            return TOUCHED
+    return None
+
+
+def login(session: Session, user_id: Any) -> LoginResult:
+    """Log ``user_id`` in on this session: new key, the user recorded, the per-user limit kept."""
+    if isinstance(user_id, bool) or not isinstance(user_id, (int, str)):
+        raise TypeError(f"a user id is a string or an int, not {type(user_id).__name__}")
+    uid = str(user_id)
+    if not uid or len(uid) > USER_ID_LENGTH:
+        raise ValueError(f"a user id must be 1 to {USER_ID_LENGTH} characters")
+    store = session._store
+    settings = store.settings
+    result = LoginResult()
+    limit = settings.max_sessions_per_user
+    if limit:
+        mine = session._row.key if session._row is not None and session.user_id == uid else None
+        others = [s for s in store.user_sessions(uid) if s.key != mine]
+        if len(others) >= limit:
+            if settings.on_max_sessions == "refuse":
+                raise SessionLimitReached(
+                    f"user {uid} already has {len(others)} active session{'s' if len(others) != 1 else ''} "
+                    f"and at most {limit} {'are' if limit != 1 else 'is'} allowed: log out on another device first",
+                    user_id=uid, limit=limit, sessions=others,
+                )
+            oldest = sorted(others, key=lambda s: (s.last_activity or s.expire_date).timestamp())
+            victims = [s.key for s in oldest[: len(others) - limit + 1]]
+            store.end_sessions(victims)
+            result = LoginResult(
+                tuple(victims),
+                f"signed out {len(victims)} older session{'s' if len(victims) != 1 else ''} of user {uid}: "
+                f"at most {limit} {'are' if limit != 1 else 'is'} allowed",
+            )
+    current = session.user_id
+    if current is not None and current != uid:
+        session.flush()  # another user's session: start from nothing, as Django does
+    session.cycle_key()
+    session[settings.user_key] = uid
+    session.login_result = result
+    return result
+
+
+def user_change(session: Session, row_user: str | None, data: dict[str, Any], now: datetime, lifetime) -> Any:
+    """What a save does to the side row: ("set", SideRow), ("drop",), ("seen", device) or None."""
+    new_user = user_of(data, session._store.settings.user_key)
+    if new_user != row_user:
+        return ("set", side_row(session, new_user, now)) if new_user is not None else ("drop",)
+    if new_user is not None and seen_due(session, now, lifetime):
+        return ("seen", session.device())
+    return None

@@ -1,0 +1,136 @@
+"""`sessctl users`, and the user side of `list --user` and `delete --user`: operators think in users.
+
+On a table with a user index (written by sessctl's runtime) a user's sessions
+are found without reading anyone else's; on a table Django writes, every live
+session is decoded with the secret key. Each command says which way it answered.
+"""
+
+from __future__ import annotations
+
+import click
+
+from ..types import json_option, pass_app
+
+
+class UserId(click.ParamType):
+    """A user id (the value under the app's user key); completes from the user index."""
+
+    name = "user"
+
+    def convert(self, value, param, ctx):
+        text = str(value).strip()
+        if not text or len(text) > 150:
+            self.fail(f"{value!r} is not a user id (1 to 150 characters)", param, ctx)
+        return text
+
+    def shell_complete(self, ctx, param, incomplete):
+        # Runs on every TAB: it must never print, raise or hang for long.
+        try:
+            from click.shell_completion import CompletionItem
+
+            from ..types import completion_store
+
+            with completion_store(ctx.find_root().params) as store:
+                from sessctl.users import user_ids_with_prefix
+
+                return [CompletionItem(u) for u in user_ids_with_prefix(store, incomplete)]
+        except Exception:
+            return []
+
+
+def needs_secret(app, store, what: str) -> None:
+    """A scan decodes every session: without the secret key, say so before reading anything."""
+    from sessctl.users import use_index
+
+    if not use_index(store):
+        app.codec(f"{what} on a table without a user index decodes every live session")
+
+
+def how(found) -> str:
+    return found.describe()
+
+
+def user_item(session, now) -> dict:
+    """What `list --user` shows of one session of a user (the `list --json` fields, plus user and device)."""
+    from sessctl.reports import iso, row_summary
+
+    item = row_summary(session, now)
+    item["user"] = session.user_id
+    seen = session.last_activity
+    item["last_activity"] = None if seen is None else iso(seen)
+    item["device"] = None
+    if session.created_at is not None and (session.ip or session.user_agent):
+        item["device"] = {"ip": session.ip, "user_agent": session.user_agent, "created_at": iso(session.created_at)}
+    return item
+
+
+def list_user(app, user: str, limit: int | None, as_json: bool, jsonl: bool = False) -> None:
+    """`sessctl list --user ID`."""
+    from ..render import json_array, json_lines
+    from ..userrender import user_sessions_table
+
+    store = app.store()
+    needs_secret(app, store, "list --user")
+    now = store.now()
+    found = store.user_sessions(user)
+    items = [user_item(s, now) for s in found[:limit]]
+    shown = json_array(items) if as_json else json_lines(items) if jsonl else user_sessions_table(items, now)
+    if not shown:
+        app.say(f"no live session of user {user} (found {how(found)})")
+    else:
+        app.say(f"{shown} live session{'' if shown == 1 else 's'} of user {user} (found {how(found)})")
+
+
+def delete_user(app, user: str, keep: tuple[str, ...], dry_run: bool) -> None:
+    """`sessctl delete --user ID [--except KEY]... [--dry-run]`."""
+    store = app.store()
+    needs_secret(app, store, "delete --user")
+    ended = store.end_user_sessions(user, keep=keep, dry_run=dry_run)
+    where = f"found {how(ended)}"
+    if dry_run:
+        for key in ended:
+            click.echo(key)
+        app.say(f"would end {len(ended)} session{'' if len(ended) == 1 else 's'} of user {user} "
+                f"(dry run: nothing deleted; {where})")
+        return
+    if not ended:
+        kept = f" other than {', '.join(keep)}" if keep else ""
+        raise click.ClickException(f"no live session of user {user}{kept} ({where}); see them with: sessctl users")
+    from ..app import where as place
+
+    app.say(f"ended {len(ended)} session{'' if len(ended) == 1 else 's'} of user {user} "
+            f"in {place(app.settings)} ({where})")
+
+
+@click.command()
+@click.option("--limit", type=click.IntRange(min=1), metavar="N", help="Show at most N users.")
+@json_option
+@pass_app
+def users(app, limit, as_json):
+    """Users with live sessions, most first, with last activity.
+
+    The user of a session is the value under the app's user key (Django's
+    _auth_user_id unless the user_key setting says otherwise). With a user
+    index (a table sessctl's runtime writes) this reads only the index;
+    on a table Django writes it decodes every live session with the secret
+    key. Says on stderr which way it answered.
+
+    \b
+    Example:
+      sessctl users --limit 10
+      sessctl users --json | jq '.[0].user'
+    """
+    from sessctl.reports import iso
+
+    from ..render import json_array
+    from ..userrender import users_table
+
+    store = app.store()
+    needs_secret(app, store, "users")
+    found = store.users(limit=limit)
+    items = [
+        {"user": u.user_id, "sessions": u.sessions, "last_activity": None if u.last_activity is None else iso(u.last_activity)}
+        for u in found
+    ]
+    shown = json_array(items) if as_json else users_table(items, store.now())
+    app.say(f"{'no' if not shown else shown} user{'' if shown == 1 else 's'} with live sessions (found {how(found)})")

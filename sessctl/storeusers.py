@@ -1,0 +1,155 @@
+"""The store's side of users: the runtime's writes to the user index, the touch, and the user API.
+
+:class:`UserRows` is mixed into :class:`~sessctl.store.SessionStore`. Its
+writes run in one transaction with the session row's own statement, session
+row first (see :mod:`sessctl.userindex`); without an index they are the plain
+single statements of the fast path. The lookups are :mod:`sessctl.users`'.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from datetime import datetime
+from typing import Any
+
+from . import users as _users
+from .userindex import SideRow, SideSQL, create_statements, run_txn, side_name
+
+
+class UserRows:
+    """User index writes and user lookups for a store (needs its ``_fast`` path, ``settings``, ``now()``)."""
+
+    # -- the index ----------------------------------------------------------------
+
+    @property
+    def _side(self) -> SideSQL:
+        side = self.__dict__.get("_side_sql")
+        if side is None:
+            side = self.__dict__["_side_sql"] = SideSQL(self.engine.dialect, self.settings.table)
+        return side
+
+    def user_index_ready(self) -> bool:
+        """True if this table has its user index (``<table>_user``) beside it."""
+        return _users.index_ready(self)
+
+    def _create_user_index(self, conn: Any) -> None:
+        quote = self.engine.dialect.identifier_preparer.quote_identifier
+        for stmt in create_statements(self.dialect, self.settings.table, quote):
+            conn.exec_driver_sql(stmt)
+        import time
+
+        self.__dict__["_user_index"] = (True, time.monotonic())
+
+    @property
+    def user_index_name(self) -> str:
+        return side_name(self.settings.table)
+
+    # -- the runtime's writes ------------------------------------------------------------
+
+    def _insert_steps(self, key: str, side: SideRow) -> list[tuple[str, tuple, bool]]:
+        fast, sql = self._fast, self._side
+        return [
+            (sql.delete, (key,), False),  # a stale row of a key Django deleted behind our back
+            (sql.insert, (key, side.user_id, fast.bind(side.created_at), fast.bind(side.last_seen), side.ip,
+                          side.user_agent), False),
+        ]
+
+    def _side_steps(self, key: str, change: Any) -> list[tuple[str, tuple, bool]]:
+        """The side-row statements of a save: ("set", SideRow), ("drop",) or ("seen", device)."""
+        if change is None or not self.user_index_ready():
+            return []
+        sql = self._side
+        if change[0] == "set":
+            return self._insert_steps(key, change[1])
+        if change[0] == "drop":
+            return [(sql.delete, (key,), False)]
+        return [self._seen_step(key, self.now(), change[1])]
+
+    def _seen_step(self, key: str, now: datetime, device: Any) -> tuple[str, tuple, bool]:
+        fast, sql = self._fast, self._side
+        if device is None:
+            return (sql.seen, (fast.bind(now), key), False)
+        return (sql.seen_device, (fast.bind(now), device.ip, device.user_agent, key), False)
+
+    def _insert_with_side(self, key: str, session_data: str, expire_date: datetime, side: SideRow) -> bool:
+        fast = self._fast
+        main = (fast.insert, (key, session_data, fast.bind(expire_date)), True)
+        try:
+            return run_txn(fast, [main, *self._insert_steps(key, side)]) is not None
+        except Exception as err:
+            if isinstance(err.__cause__, fast.integrity_error):
+                return False  # MySQL/MariaDB: a duplicate key (the others say DO NOTHING)
+            raise
+
+    def _swap_with_side(self, old: Any, session_data: str, expire_date: datetime, steps: list) -> bool:
+        fast = self._fast
+        main = (fast.swap, (session_data, fast.bind(expire_date), old.key, old.session_data), True)
+        return run_txn(fast, [main, *steps]) is not None
+
+    def _delete_with_side(self, key: str, only_if: Any) -> bool:
+        fast = self._fast
+        if only_if is None:
+            main = (fast.delete, (key,), False)
+        else:
+            main = (fast.delete_if, (key, only_if.session_data), True)
+        counts = run_txn(fast, [main, (self._side.delete, (key,), False)])
+        return counts is not None and counts[0] == 1
+
+    def touch_row(self, row: Any, expire_date: datetime | None, now: datetime, *, seen: bool, device: Any) -> bool | None:
+        """The activity touch: move ``expire_date`` forward (and "last seen"); never the data, never a dead row.
+
+        True if it wrote, False if another writer got there first (the session
+        lives on), None if the session is gone (deleted or expired meanwhile).
+        """
+        fast, sql = self._fast, self._side
+        steps = []
+        if expire_date is not None:
+            bound = fast.bind(expire_date)
+            steps.append((sql.touch, (bound, row.key, row.session_data, bound, fast.bind(now)), True))
+        if seen and self.user_index_ready():
+            if expire_date is None:  # only "last seen": of a live session, checked in the same statement
+                steps.append((sql.seen_if_live, (fast.bind(now), row.key, row.key, fast.bind(now)), False))
+            else:
+                steps.append(self._seen_step(row.key, now, device))
+        if not steps:
+            return False
+        if run_txn(fast, steps) is not None:
+            return True
+        return None if self.load_row(row.key, now) is None else False
+
+    def touch_interval_for(self, window: float | None) -> float:
+        """Seconds between two touches of a session whose deadline slides by ``window`` seconds."""
+        from .activity import interval_for
+
+        return interval_for(self.settings, window)
+
+    # -- the user API ---------------------------------------------------------------------
+
+    def user_sessions(self, user_id: Any) -> _users.Found:
+        """The live sessions of ``user_id``, most recently active first (``.method``: "index" or "scan")."""
+        return _users.sessions_of(self, str(user_id))
+
+    def end_user_sessions(self, user_id: Any, *, keep: str | Iterable[str] = (), dry_run: bool = False) -> _users.Found:
+        """Log ``user_id`` out everywhere except the sessions in ``keep``; the keys ended.
+
+        A session ended this way is never re-created by a request of it in flight:
+        its saves and touches are compare-and-swaps on a row that is gone.
+        """
+        return _users.end_sessions_of(self, str(user_id), keep=keep, dry_run=dry_run)
+
+    def users(self, *, limit: int | None = None) -> _users.Found:
+        """Users with live sessions, most sessions first, with their last activity."""
+        return _users.users(self, limit=limit)
+
+    def end_sessions(self, keys: Iterable[str]) -> int:
+        """Delete these sessions (and their index rows) at once; how many sessions were deleted."""
+        keys = list(dict.fromkeys(keys))
+        return _users._delete_keys(self, keys, keys)
+
+    def device_of(self, key: str) -> dict[str, Any] | None:
+        """The index row of a session (user, created, last seen, ip, user agent), or None."""
+        if not self.user_index_ready():
+            return None
+        from .users import side_row_of
+
+        return side_row_of(self, key)

@@ -1,0 +1,210 @@
+"""The activity touch, over real HTTP on every backend: an idle timeout slides on any access, cheaply.
+
+A request that only reads a session moves its deadline (and the user's
+"last seen") through at most one small write per ``touch_interval``; the
+write never rewrites the session data, never moves an absolute deadline,
+never brings back a deleted session, and re-sends the cookie so the
+browser's copy slides too. Server time is the store's injected clock.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import re
+import threading
+from datetime import timedelta
+
+import pytest
+
+from helpers import Clock
+from httpserver import Client, cookie_attrs, raw_get, routes_app, serve
+from sessctl import SessionMiddleware, SessionStore
+
+IDLE = 1800
+WAIT = 20
+
+
+
+def v_login_idle(session, environ):
+    session.login("alice")
+    session.set_life(IDLE, idle=True)
+
+
+def v_login_absolute(session, environ):
+    session.login("alice")
+    session.set_life(3 * 3600)
+
+
+def v_login_both(session, environ):
+    session.login("alice")
+    session.set_life(2 * 3600, idle=IDLE)
+
+
+def v_anonymous_idle(session, environ):
+    session["cart"] = 1
+    session.set_life(IDLE, idle=True)
+
+
+def v_read(session, environ):
+    return {"user": session.user_id, "cart": session.get("cart")}
+
+
+ROUTES = {
+    "/login-idle": v_login_idle, "/login-absolute": v_login_absolute, "/login-both": v_login_both,
+    "/anonymous-idle": v_anonymous_idle, "/read": v_read,
+}
+
+
+@pytest.fixture
+def app(store):
+    stack = contextlib.ExitStack()
+
+    def start(routes=None, *, clock, **overrides):
+        settings = store.settings.replace(**overrides) if overrides else store.settings
+        st = SessionStore(settings, engine=store.engine, clock=clock)
+        server = stack.enter_context(serve(SessionMiddleware(routes_app({**ROUTES, **(routes or {})}), store=st)))
+        return server, Client(server), st
+
+    yield start
+    stack.close()
+
+
+def writes_to_sessions(log, table: str) -> int:
+    """UPDATE statements on the session table itself (not the user index beside it)."""
+    pattern = re.compile(rf'^\s*UPDATE\s+[`"]?{re.escape(table)}[`"]?\s', re.I)
+    return sum(1 for s in log.statements if pattern.match(s))
+
+
+def writes(log) -> int:
+    return sum(1 for kind in log.kinds if kind in ("UPDATE", "INSERT", "DELETE"))
+
+
+@pytest.mark.parametrize("login", ["/login-idle", "/anonymous-idle"])
+def test_idle_session_kept_busy_by_reads_for_two_hours(app, log, store, login):
+    clock = Clock()
+    server, browser, st = app(clock=clock)
+    assert browser.get(login).status == 200
+    key = browser.cookie_value()
+    interval = st.touch_interval_for(IDLE)
+    assert 0 < interval <= IDLE / 5
+    log.clear()
+    touched_at = []
+    started = clock.now
+    while clock.now - started < timedelta(hours=2):
+        clock.advance(60)
+        before = writes_to_sessions(log, store.settings.table)
+        r = browser.get("/read")
+        assert r.status == 200 and r.json()["user" if login == "/login-idle" else "cart"] is not None
+        if writes_to_sessions(log, store.settings.table) > before:
+            touched_at.append(clock.now)
+            _, value, attrs = cookie_attrs(r.cookie())  # the browser's copy slides too
+            assert value == key and attrs["max-age"] == str(IDLE)
+        else:
+            assert r.cookie() is None
+        row = st.get_row(key)
+        assert row.expire_date >= clock.now + timedelta(seconds=IDLE - interval)
+    assert len(touched_at) <= 7200 / interval + 1
+    assert all(b - a >= timedelta(seconds=interval) for a, b in zip(touched_at, touched_at[1:]))
+    assert writes(log) == len(touched_at) * (2 if login == "/login-idle" else 1)  # + "last seen" of a user
+    last = clock.now
+    assert touched_at[-1] == last  # 2 h is a whole number of intervals: the last read touched
+    clock.advance(IDLE - 1)
+    assert st.get_row(key).expire_date > clock.now  # still alive 29:59 after the last request
+    clock.advance(1)
+    fresh = Client(server)
+    r = raw_get(server, "/read", cookie=f"sessionid={key}")
+    assert r.json() == {"user": None, "cart": None}  # 30 min after its last request: gone
+    assert fresh.get("/read").json() == {"user": None, "cart": None}
+
+
+def test_a_burst_within_the_interval_writes_nothing(app, log, store):
+    clock = Clock()
+    server, browser, st = app(clock=clock)
+    browser.get("/login-idle")
+    clock.advance(st.touch_interval_for(IDLE) - 1)
+    log.clear()
+    for _ in range(20):
+        r = browser.get("/read")
+        assert r.json()["user"] == "alice" and r.cookie() is None
+    assert writes(log) == 0
+
+
+def test_touch_never_rewrites_data_and_never_moves_an_absolute_deadline(app, log, store):
+    clock = Clock()
+    server, browser, st = app(clock=clock)
+    browser.get("/login-absolute")
+    key = browser.cookie_value()
+    row = st.get_row(key)
+    log.clear()
+    for _ in range(10):
+        clock.advance(600)
+        browser.get("/read")
+    assert writes_to_sessions(log, store.settings.table) == 0
+    assert st.get_row(key) == row
+
+
+def test_touch_slides_an_idle_limit_only_up_to_its_deadline(app, store):
+    clock = Clock()
+    server, browser, st = app(clock=clock)
+    browser.get("/login-both")
+    key = browser.cookie_value()
+    deadline = clock.now + timedelta(hours=2)
+    data = st.get_row(key).session_data
+    for _ in range(12):
+        clock.advance(600)
+        r = browser.get("/read")
+        row = st.get_row(key)
+        if row is None:
+            break
+        assert row.expire_date <= deadline and row.session_data == data
+    assert clock.now >= deadline and r.json()["user"] is None
+
+
+def test_touch_never_brings_back_a_deleted_session(app, store):
+    clock = Clock()
+    loaded, proceed = threading.Event(), threading.Event()
+
+    def v_slow(session, environ):
+        session.get("x")
+        loaded.set()
+        assert proceed.wait(WAIT)
+
+    server, browser, st = app({"/slow": v_slow}, clock=clock)
+    browser.get("/login-idle")
+    key = browser.cookie_value()
+    clock.advance(IDLE / 2)  # a touch is due
+    out = {}
+    thread = threading.Thread(target=lambda: out.setdefault("r", raw_get(server, "/slow", cookie=f"sessionid={key}")))
+    thread.start()
+    assert loaded.wait(WAIT)
+    assert st.delete(key)  # logout elsewhere, sessctl delete, purge
+    proceed.set()
+    thread.join(WAIT)
+    assert cookie_attrs(out["r"].cookie())[2]["max-age"] == "0"
+    assert st.get_row(key) is None
+
+
+def test_touch_off_slides_only_on_saves_as_django(app, log, store):
+    clock = Clock()
+    server, browser, st = app(clock=clock, touch=False)
+    browser.get("/login-idle")
+    key = browser.cookie_value()
+    log.clear()
+    clock.advance(IDLE - 1)
+    assert browser.get("/read").json()["user"] == "alice"
+    assert writes(log) == 0
+    clock.advance(1)
+    assert raw_get(server, "/read", cookie=f"sessionid={key}").json()["user"] is None
+
+
+def test_touch_interval_setting(app, log, store):
+    clock = Clock()
+    server, browser, st = app(clock=clock, touch_interval=60)
+    browser.get("/anonymous-idle")
+    log.clear()
+    clock.advance(59)
+    browser.get("/read")
+    assert writes(log) == 0
+    clock.advance(1)
+    assert browser.get("/read").cookie() is not None
+    assert writes(log) == 1

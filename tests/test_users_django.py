@@ -1,0 +1,91 @@
+"""Sessions written by real Django's login() are found and ended by user, on every backend.
+
+Django's table has no user index (sessctl never changes Django's table), so
+the command decodes every live row with the secret key, and says so.
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from click.testing import CliRunner
+
+from sessctl import SessionStore
+from sessctl.cli import cli
+
+pytest.importorskip("django")
+HERE = Path(__file__).parent
+pytestmark = pytest.mark.usefixtures("isolated")
+
+
+@pytest.fixture
+def django(settings):
+    def django(script, *args):
+        out = subprocess.run(
+            [sys.executable, str(HERE / script), "--db", settings.database_url, "--secret", settings.secret_key,
+             "--table", settings.table, *args],
+            capture_output=True, text=True, timeout=120,
+        )
+        assert out.returncode == 0, out.stderr
+        return json.loads(out.stdout)
+
+    django("django_peer.py", "migrate")
+    return django
+
+
+
+
+def login(django, pk: int) -> str:
+    return django("django_login_peer.py", "login", "--user", str(pk))["key"]
+
+
+def whoami(django, key: str):
+    return django("django_login_peer.py", "whoami", "--cookie", key)["user"]
+
+
+def test_django_logins_found_and_ended_by_user(django, run_ok, settings):
+    k1, k2, kb = login(django, 7), login(django, 7), login(django, 8)
+    anonymous = django("django_peer.py", "create", "--data", '{"cart": 3}')["key"]
+
+    listed = run_ok("list", "--user", "7", "--json")
+    assert {item["key"] for item in json.loads(listed.stdout)} == {k1, k2}
+    assert "decoding 4 live sessions" in listed.stderr  # no index on Django's table: said so
+    report = json.loads(run_ok("users", "--json").stdout)
+    assert [(u["user"], u["sessions"]) for u in report] == [("7", 2), ("8", 1)]
+
+    r = run_ok("delete", "--user", "7", "--except", k1)
+    assert "1 session" in r.stderr and "decoding" in r.stderr
+    assert whoami(django, k2) is None  # Django sees that device logged out
+    assert whoami(django, k1) == "7" and whoami(django, kb) == "8"
+    assert django("django_peer.py", "load", "--key", anonymous)["data"] == {"cart": 3}
+
+    store = SessionStore(settings)
+    try:
+        found = store.user_sessions("7")
+        assert [s.key for s in found] == [k1] and found.method == "scan"
+    finally:
+        store.close()
+
+
+def test_rows_whose_signature_fails_are_nobody_s(django, run_ok, settings):
+    key = login(django, 7)
+    forged = SessionStore(settings.replace(secret_key="another-secret"))
+    try:
+        forged.create_table()
+        other = forged.create_row(forged.codec.encode({"_auth_user_id": "7"}), forged.now().replace(year=2100))
+    finally:
+        forged.close()
+    listed = json.loads(run_ok("list", "--user", "7", "--json").stdout)
+    assert [item["key"] for item in listed] == [key]  # the app would not trust `other` either
+    assert other != key
+    assert [(u["user"], u["sessions"]) for u in json.loads(run_ok("users", "--json").stdout)] == [("7", 1)]
+
+
+def test_scan_needs_the_secret(django, settings):
+    login(django, 7)
+    r = CliRunner().invoke(cli, ["--db", settings.database_url, "--table", settings.table, "list", "--user", "7"])
+    assert r.exit_code == 1 and "secret key" in r.stderr and "Traceback" not in r.output
