@@ -3,7 +3,7 @@
     python benchmarks/run.py [--quick] [--only SECTION,...] [--rows N]
                              [--backends sqlite,postgres,mysql] [--json FILE]
 
-Sections: startup, runtime, purge, report (see benchmarks/README.md). Each
+Sections: startup, runtime, purge, report, users (see benchmarks/README.md). Each
 builds its own data and runs its comparisons side by side in this one command;
 the table at the end has one line per comparison: scenario | ours | baseline |
 ratio | target | met?. Benchmarks print, they do not judge: the exit status is
@@ -39,7 +39,7 @@ from bench_common import (  # noqa: E402
     backend_urls,
 )
 
-SECTIONS = ("startup", "runtime", "purge", "report")
+SECTIONS = ("startup", "runtime", "purge", "report", "users")
 
 
 class Context:

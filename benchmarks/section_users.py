@@ -1,0 +1,223 @@
+"""Section ``users``: the user index on the big SQLite table, and what it costs.
+
+One table of N rows (half expired), 40 % of them a logged-in user's (N/10
+users, about 4 sessions each), with its user index as sessctl's runtime
+keeps it; and the same table without the index (what Django writes). It
+measures, in-process:
+
+* finding and ending one user's sessions through the index (target ≤ 50 ms);
+* the scan path on the table without index: rows read and decoded per second
+  for one user (target ≥ 50,000 rows/s), and for the `users` report;
+* purge of the expired half with the index (purge's batches, then the sweep
+  of the index rows whose session is gone) against the table without it
+  (target: within 10 %), with 5 % and with 40 % of the rows logged in;
+* requests (read-only, and modifying) through the runtime with the index
+  (one LEFT JOIN per load) against without (target: within 10 %).
+"""
+
+from __future__ import annotations
+
+import random
+import sqlite3
+import time
+from datetime import datetime, timedelta, timezone
+
+from bench_common import Row, log, median, sqlite_text, sqlite_url
+from bench_data import copy_sqlite, remove_sqlite
+
+TABLE = "bench_users"
+SECRET = "bench-users-secret"
+UTC = timezone.utc
+
+
+def _build(path, n: int, seed: int = 5, share: float = 0.4) -> tuple[list[str], int]:
+    """The table with its user index; returns (users with a live session, live rows)."""
+    from sessctl.codec import Codec
+    from sessctl.model import create_statements
+    from sessctl.userindex import create_statements as side_statements
+    from sessctl.userindex import side_name
+
+    codec = Codec(SECRET)
+    rng = random.Random(seed)
+    now = datetime.now(UTC)
+    users = max(10, n // 10)
+    remove_sqlite(path)
+    conn = sqlite3.connect(path, isolation_level=None)
+    conn.execute("PRAGMA journal_mode=OFF")
+    conn.execute("PRAGMA synchronous=OFF")
+    quote = lambda name: f'"{name}"'  # noqa: E731
+    for stmt in create_statements("sqlite", TABLE, quote)[:1] + side_statements("sqlite", TABLE, quote)[:1]:
+        conn.execute(stmt)
+    anonymous = [codec.encode({"cart": [rng.randint(1, 999)], "n": i}) for i in range(64)]
+    conn.execute("BEGIN")
+    rows, side, live_users, live = [], [], set(), 0
+    for i in range(n):
+        key = "".join(rng.choice("abcdefghijklmnopqrstuvwxyz0123456789") for _ in range(32))
+        expired = i % 2 == 0
+        exp = now + timedelta(seconds=-rng.uniform(60, 30 * 86400) if expired else rng.uniform(86400, 14 * 86400))
+        live += not expired
+        if rng.random() < share:
+            uid = str(rng.randrange(users))
+            data = codec.encode({"_auth_user_id": uid, "_auth_user_backend": "django.contrib.auth.backends.ModelBackend",
+                                 "_auth_user_hash": "%064x" % rng.getrandbits(256)})
+            seen = sqlite_text(now - timedelta(seconds=rng.uniform(0, 86400)))
+            side.append((key, uid, seen, seen, None, None))
+            if not expired:
+                live_users.add(uid)
+        else:
+            data = anonymous[rng.randrange(len(anonymous))]
+        rows.append((key, data, sqlite_text(exp)))
+        if len(rows) >= 50_000:
+            conn.executemany(f'INSERT INTO "{TABLE}" VALUES (?, ?, ?)', rows)
+            conn.executemany(f'INSERT INTO "{side_name(TABLE)}" VALUES (?, ?, ?, ?, ?, ?)', side)
+            rows, side = [], []
+    conn.executemany(f'INSERT INTO "{TABLE}" VALUES (?, ?, ?)', rows)
+    conn.executemany(f'INSERT INTO "{side_name(TABLE)}" VALUES (?, ?, ?, ?, ?, ?)', side)
+    conn.execute("COMMIT")
+    for stmt in create_statements("sqlite", TABLE, quote)[1:] + side_statements("sqlite", TABLE, quote)[1:]:
+        conn.execute(stmt)
+    conn.execute("PRAGMA journal_mode=WAL")
+    conn.close()
+    return sorted(live_users), live
+
+
+def _without_index(path) -> None:
+    from sessctl.userindex import side_name
+
+    conn = sqlite3.connect(path, isolation_level=None)
+    conn.execute(f'DROP TABLE "{side_name(TABLE)}"')
+    conn.execute("VACUUM")
+    conn.close()
+
+
+def _store(path):
+    from sessctl import SessionStore, Settings
+
+    return SessionStore(Settings(database_url=sqlite_url(path), table=TABLE, secret_key=SECRET))
+
+
+def _requests(store, keys: list[str], seconds: float, modify: bool) -> float:
+    """Requests/s through the runtime's per-request path (Session + the response rules), in-process."""
+    from sessctl.cookies import CookieRules
+    from sessctl.session import Session
+
+    rules = CookieRules(store.settings)
+    done, i = 0, 0
+    t0 = time.perf_counter()
+    while time.perf_counter() - t0 < seconds:
+        session = Session(store, keys[i % len(keys)])
+        if modify:
+            session["n"] = done
+        else:
+            session.get("_auth_user_id")
+        rules.finish(session, True, 200, [])
+        done += 1
+        i += 1
+    return done / (time.perf_counter() - t0)
+
+
+def run(ctx) -> None:
+    from sessctl import users as lookups
+
+    res = ctx.results
+    n = ctx.rows
+    work = ctx.workdir
+    indexed, plain = work / "users_indexed.db", work / "users_plain.db"
+    t0 = time.perf_counter()
+    live_users, live = _build(indexed, n)
+    log(f"users: built {n:,} rows ({live:,} live, {len(live_users):,} users live) in {time.perf_counter() - t0:.1f} s")
+    copy_sqlite(indexed, plain)
+    _without_index(plain)
+    rng = random.Random(3)
+    note = f"{n:,} rows, {len(live_users):,} users with live sessions"
+
+    # -- find + end one user's sessions through the index
+    store = _store(indexed)
+    picks = rng.sample(live_users, min(21, len(live_users)))
+    times, ended = [], 0
+    for i, uid in enumerate(picks):
+        s0 = time.perf_counter()
+        found = store.user_sessions(uid)
+        gone = store.end_user_sessions(uid)
+        took = time.perf_counter() - s0
+        if found.method != "index" or sorted(s.key for s in found) != sorted(gone):
+            res.fail(f"users: index lookup of {uid} found {len(found)}, ended {len(gone)}")
+        if i:
+            times.append(took)
+            ended += len(gone)
+    store.close()
+    ours = median(times)
+    res.add(Row("users", "SQLite: find + end one user's sessions (index, in the store)", ours * 1000, "ms",
+                kind="info", target="≤ 50 ms", met=ours <= 0.05,
+                note=f"{note}; median of {len(times)} users, max {max(times) * 1000:.1f} ms, {ended} sessions ended"))
+
+    # -- the scan path (a table Django writes)
+    store = _store(plain)
+    now = store.now()
+    s0 = time.perf_counter()
+    read = found = 0
+    for read, item in lookups.scan(store, now, picks[-1]):
+        found += item is not None
+    took = time.perf_counter() - s0
+    res.add(Row("users", "SQLite: scan-and-decode for one user (no index)", read / took, "rows/s", kind="info",
+                target="≥ 50,000 rows/s", met=read / took >= 50_000,
+                note=f"{read:,} live rows read in {took:.2f} s, {found} sessions found"))
+    s0 = time.perf_counter()
+    report = store.users()
+    took = time.perf_counter() - s0
+    res.add(Row("users", "SQLite: `users` report by scan (no index, every user row verified)", report.scanned / took,
+                "rows/s", kind="info", note=f"{report.scanned:,} rows in {took:.2f} s, {len(report):,} users"))
+    store.close()
+
+    # -- requests with and without the index
+    keys = []
+    conn = sqlite3.connect(indexed)
+    from sessctl.userindex import side_name
+
+    keys = [k for (k,) in conn.execute(
+        f'SELECT u.session_key FROM "{side_name(TABLE)}" u JOIN "{TABLE}" s USING (session_key) '
+        f"WHERE s.expire_date > ? LIMIT 1000", (sqlite_text(datetime.now(UTC)),))]
+    conn.close()
+    seconds = 0.5 if ctx.quick else 2.0
+    for modify in (False, True):
+        rates = {"indexed": [], "plain": []}
+        for _round in range(2 if ctx.quick else 3):
+            for name, path in (("indexed", indexed), ("plain", plain)):
+                st = _store(path)
+                rates[name].append(_requests(st, keys, seconds, modify))
+                st.close()
+        with_index, without = median(rates["indexed"]), median(rates["plain"])
+        label = "modifying" if modify else "read-only"
+        res.add(Row("users", f"SQLite: {label} requests of logged-in sessions, with the index", with_index, "req/s",
+                    baseline=without, baseline_label="same table without the index", target="≥ 0.9×",
+                    met=with_index >= 0.9 * without, note="in-process Session + CookieRules, medians of rounds"))
+
+    remove_sqlite(indexed)
+    remove_sqlite(plain)
+    # -- purge with and without the index, on fresh tables (5 % and 40 % of the rows logged in)
+    for share in (0.05, 0.4):
+        _build(indexed, n, share=share)
+        copy_sqlite(indexed, plain)
+        _without_index(plain)
+        purge = {}
+        for name, path in (("plain", plain), ("indexed", indexed)):
+            st = _store(path)
+            s0 = time.perf_counter()
+            result = st.purge_expired()
+            purge[name] = (time.perf_counter() - s0, result.deleted)
+            st.close()
+        if purge["indexed"][1] != purge["plain"][1]:
+            res.fail(f"users: purge deleted {purge['indexed'][1]} rows with the index, {purge['plain'][1]} without")
+        conn = sqlite3.connect(indexed)
+        orphans = conn.execute(
+            f'SELECT count(*) FROM "{side_name(TABLE)}" u WHERE NOT EXISTS '
+            f'(SELECT 1 FROM "{TABLE}" s WHERE s.session_key = u.session_key)').fetchone()[0]
+        conn.close()
+        if orphans:
+            res.fail(f"users: purge left {orphans} index rows of purged sessions")
+        res.add(Row("users", f"SQLite: purge --expired with the index, {share:.0%} of rows logged in",
+                    purge["indexed"][0], "s", baseline=purge["plain"][0], baseline_label="same table without the index",
+                    kind="inverse", target="≤ 1.1×", met=purge["indexed"][0] <= 1.1 * purge["plain"][0],
+                    note=f"{purge['indexed'][1]:,} rows purged, then their index rows swept"))
+    remove_sqlite(indexed)
+    remove_sqlite(plain)
