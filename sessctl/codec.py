@@ -26,12 +26,14 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from .errors import BadSignature, CodecError
+from .errors import BadSignature, CodecError, PayloadTooLarge, SessionTooLarge
 
 SALT = "django.contrib.sessions.SessionStore"
 _B62 = "0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz"
-# Decompressing unverified data (``--no-verify``) must not be a zip bomb.
+# The most session JSON that is read back (decompressing unverified data must not be a zip
+# bomb) and so the most that is ever written: a session saved is a session that loads.
 MAX_DECOMPRESSED = 64 * 1024 * 1024
+_MIB = MAX_DECOMPRESSED // (1024 * 1024)
 
 
 def _b64encode(raw: bytes) -> bytes:
@@ -123,11 +125,11 @@ def _payload_bytes(payload: str) -> bytes:
     if compressed:
         inflater = zlib.decompressobj()
         try:
-            raw = inflater.decompress(raw, MAX_DECOMPRESSED)
+            raw = inflater.decompress(raw, MAX_DECOMPRESSED + 1)
         except zlib.error as exc:
             raise CodecError("payload is not valid zlib data") from exc
-        if inflater.unconsumed_tail:
-            raise CodecError(f"payload inflates past {MAX_DECOMPRESSED} bytes")
+        if len(raw) > MAX_DECOMPRESSED:
+            raise PayloadTooLarge(f"it inflates to more than {_MIB} MiB of JSON, the most sessctl reads")
     return raw
 
 
@@ -169,7 +171,13 @@ class Codec:
         return _b64encode(hmac.digest(key, message, "sha256"))
 
     def encode(self, data: Mapping[str, Any], *, timestamp: int | None = None) -> str:
+        """Sign ``data``; :class:`SessionTooLarge` if its JSON is over what is ever read back."""
         raw = dumps_json(data)
+        if len(raw) > MAX_DECOMPRESSED:
+            raise SessionTooLarge(
+                f"session data is too large: {len(raw):,} bytes of JSON, over the {_MIB} MiB that is read back "
+                "(a saved session must load); keep large data out of the session"
+            )
         compressed = zlib.compress(raw)
         if len(compressed) < len(raw) - 1:
             payload = b"." + _b64encode(compressed)

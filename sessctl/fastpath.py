@@ -25,7 +25,8 @@ from sqlalchemy import exc as sa_exc
 from sqlalchemy.engine import Engine
 
 from .db import is_deadlock, sqlite_path
-from .errors import StoreError
+from .errors import RowTooLarge, StoreError
+from .model import read_datetime
 from .sqlitewal import AppSignals
 
 UTC = timezone.utc
@@ -37,9 +38,9 @@ class FastPath:
     """The per-request SQL of one table, as driver strings with driver-native values."""
 
     __slots__ = (
-        "load", "insert", "swap", "delete", "delete_if", "bind", "result",
+        "load", "insert", "swap", "delete", "delete_if", "lock", "put", "bind", "result",
         "dbapi_error", "integrity_error", "operational_error", "retry_busy", "autocommit",
-        "wal", "_engine", "_translate", "_idle", "__weakref__",
+        "wal", "_engine", "_translate", "_idle", "_packet", "__weakref__",
     )
 
     def __init__(self, engine: Engine, table: str, translate: Callable[[sa_exc.DBAPIError], StoreError]) -> None:
@@ -53,29 +54,40 @@ class FastPath:
         self.operational_error = dialect.loaded_dbapi.OperationalError
         self.retry_busy = dialect.name == "sqlite"
         self.autocommit = dialect.name in ("postgresql", "mysql", "mariadb")
+        # MariaDB/MySQL refuse a statement over max_allowed_packet by dropping the connection:
+        # read the limit (once) when a big write fails, to say "too large", not "unreachable".
+        self._packet: int | None = 0 if dialect.name in ("mysql", "mariadb") else None
         path = sqlite_path(engine.url.render_as_string(hide_password=False)) if self.retry_busy else None
         self.wal = AppSignals(path) if path is not None else None  # see sessctl.sqlitewal
         q = dialect.identifier_preparer.quote_identifier
         t, key, data, exp = q(table), q("session_key"), q("session_data"), q("expire_date")
         p = "?" if dialect.paramstyle == "qmark" else "%s"
-        self.load = f"SELECT {data}, {exp} FROM {t} WHERE {key} = {p} AND {exp} > {p}"
+        # Keys compare exactly: MariaDB's default collations ignore case and trailing spaces, and
+        # CAST(... AS BINARY) still finds the row through the primary key (EXPLAIN: const).
+        k = f"CAST({p} AS BINARY)" if dialect.name in ("mysql", "mariadb") else p
+        self.load = f"SELECT {data}, {exp} FROM {t} WHERE {key} = {k} AND {exp} > {p}"
         if dialect.name in ("postgresql", "sqlite"):
             self.insert = f"INSERT INTO {t} ({key}, {data}, {exp}) VALUES ({p}, {p}, {p}) ON CONFLICT DO NOTHING"
         else:
             self.insert = f"INSERT INTO {t} ({key}, {data}, {exp}) VALUES ({p}, {p}, {p})"
-        self.swap = f"UPDATE {t} SET {data} = {p}, {exp} = {p} WHERE {key} = {p} AND {data} = {p}"
-        self.delete = f"DELETE FROM {t} WHERE {key} = {p}"
-        self.delete_if = f"DELETE FROM {t} WHERE {key} = {p} AND {data} = {p}"
+        self.swap = f"UPDATE {t} SET {data} = {p}, {exp} = {p} WHERE {key} = {k} AND {data} = {p}"
+        self.delete = f"DELETE FROM {t} WHERE {key} = {k}"
+        self.delete_if = f"DELETE FROM {t} WHERE {key} = {k} AND {data} = {p}"
+        # The retry after a lost compare-and-swap: read and write under the row's lock (SQLite
+        # has no row locks; BEGIN IMMEDIATE takes its one write lock first).
+        self.lock = self.load + ("" if dialect.name == "sqlite" else " FOR UPDATE")
+        self.put = f"UPDATE {t} SET {data} = {p}, {exp} = {p} WHERE {key} = {k}"
         # The same conversions as model.UTCDateTime, without its per-call dispatch.
+        # A value that does not convert (a row written by hand) goes the slow, forgiving way.
         if dialect.name == "sqlite":
             self.bind = lambda dt: str(dt.astimezone(UTC).replace(tzinfo=None))
-            self.result = lambda v: datetime.fromisoformat(v).replace(tzinfo=UTC)
+            self.result = _forgiving(lambda v: datetime.fromisoformat(v).replace(tzinfo=UTC))
         elif dialect.name in ("mysql", "mariadb"):
             self.bind = lambda dt: dt.astimezone(UTC).replace(tzinfo=None)
-            self.result = lambda v: v.replace(tzinfo=UTC)
+            self.result = _forgiving(lambda v: v.replace(tzinfo=UTC))
         else:
             self.bind = lambda dt: dt.astimezone(UTC)
-            self.result = lambda v: v.astimezone(UTC)
+            self.result = _forgiving(lambda v: v.astimezone(UTC))
 
     def close(self) -> None:
         """Close the idle connections (the path can still be used after)."""
@@ -144,11 +156,76 @@ class FastPath:
         missing the short gaps between purge batches. Meanwhile it tells a
         running purge that a writer waits (:mod:`sessctl.sqlitewal`).
         """
-        wal = self.wal if sql is not self.load else None
-        if wal is None:
-            return self._run(sql, params, fetch, None, None)
-        with contextlib.ExitStack() as waiting:
-            return self._run(sql, params, fetch, wal, waiting)
+        try:
+            wal = self.wal if sql is not self.load else None
+            if wal is None:
+                return self._run(sql, params, fetch, None, None)
+            with contextlib.ExitStack() as waiting:
+                return self._run(sql, params, fetch, wal, waiting)
+        except StoreError as err:
+            if self._packet is not None and _size(params) > 1 << 20:
+                limit = self._max_packet()
+                if limit and _size(params) + 1024 >= limit:
+                    raise RowTooLarge(
+                        f"the session is too large for this database: about {_size(params):,} bytes, and the "
+                        f"server's max_allowed_packet is {limit:,} bytes; keep large data out of the session "
+                        "(or raise max_allowed_packet on the server)"
+                    ) from err
+            raise
+
+    def locked(self, key: str, now: datetime, rewrite: Callable[[Any, Any], tuple[str, datetime]]) -> Any:
+        """Rewrite one live row under its lock, in one transaction: read it, ``rewrite(data, expire_date)``
+        gives the new (data, expire_date), write it. Returns the (data, expire_date) read, or None if
+        there is no live row. Writers queue on the lock instead of racing, so this never loses.
+
+        Its own transaction, also on an autocommit connection (the lock must outlive the SELECT);
+        on SQLite, BEGIN IMMEDIATE takes the one write lock first, retried as :meth:`run` retries.
+        """
+        deadline = None
+        while True:
+            with self.connection() as conn:
+                if self.wal is not None:
+                    self.wal.before_write(conn)
+                cur = conn.cursor()
+                try:
+                    cur.execute("BEGIN IMMEDIATE" if self.retry_busy else "BEGIN")
+                    cur.execute(self.lock, (key, self.bind(now)))
+                    found = cur.fetchone()
+                    if found is not None:
+                        data, expire_date = rewrite(found[0], self.result(found[1]))
+                        cur.execute(self.put, (data, self.bind(expire_date), key))
+                except self.operational_error as exc:
+                    busy = self.retry_busy and "locked" in str(exc)
+                    if not busy and not is_deadlock(exc):
+                        raise
+                    conn.rollback()
+                    moment = time.monotonic()
+                    deadline = deadline or moment + BUSY_TIMEOUT
+                    if moment > deadline:
+                        raise
+                    time.sleep(0.001)
+                    continue
+                except self.dbapi_error:
+                    raise  # connection() rolls back, and drops a dead connection
+                except BaseException:
+                    _rollback_quietly(conn)  # rewrite() failed (data that cannot be encoded): write nothing
+                    raise
+                cur.close()
+                conn.commit()
+                return found
+
+    def _max_packet(self) -> int | None:
+        if not self._packet:
+            try:
+                with self.connection() as conn:
+                    cur = conn.cursor()
+                    cur.execute("SELECT @@max_allowed_packet")
+                    self._packet = int(cur.fetchone()[0])
+                    cur.close()
+                    conn.commit()
+            except (StoreError, TypeError, ValueError):
+                return None
+        return self._packet
 
     def _run(self, sql: str, params: tuple, fetch: bool, wal: Any, waiting: Any) -> Any:
         deadline = None
@@ -177,6 +254,27 @@ class FastPath:
                 if not self.autocommit:
                     conn.commit()  # also ends a read's transaction, so an idle connection holds none
                 return result
+
+
+def _size(params: tuple) -> int:
+    return sum(len(p) for p in params if isinstance(p, (str, bytes)))
+
+
+def _forgiving(convert: Callable[[Any], datetime]) -> Callable[[Any], datetime]:
+    def result(value: Any) -> datetime:
+        try:
+            return convert(value)
+        except (ValueError, TypeError, AttributeError, OverflowError):
+            return read_datetime(value)
+
+    return result
+
+
+def _rollback_quietly(conn: Any) -> None:
+    try:
+        conn.rollback()
+    except Exception:
+        pass
 
 
 def _close_quietly(conn: Any) -> None:

@@ -65,13 +65,29 @@ class UTCDateTime(TypeDecorator):
         return value
 
     def process_result_value(self, value, dialect):
-        if value is None:
-            return None
+        return read_datetime(value)
+
+
+# What an unreadable stored expire_date means: long expired (so purge and the runtime agree it is dead).
+UNREADABLE_DATE = datetime(1, 1, 1, tzinfo=UTC)
+
+
+def read_datetime(value: object) -> datetime:
+    """A stored ``expire_date`` as an aware UTC datetime; one that cannot be read is long expired.
+
+    A row written by hand or by another program (SQLite's column holds any text; MariaDB may
+    hand back a zero date) must not break every query that reads the table.
+    """
+    try:
         if isinstance(value, str):
             value = datetime.fromisoformat(value)
+        if not isinstance(value, datetime):
+            return UNREADABLE_DATE
         if value.tzinfo is None:
             return value.replace(tzinfo=UTC)
         return value.astimezone(UTC)
+    except (ValueError, TypeError, OverflowError):
+        return UNREADABLE_DATE
 
 
 class SessionText(TypeDecorator):

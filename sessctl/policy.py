@@ -35,7 +35,12 @@ RESEND_KEY = "_sessctl_resend"
 # An idle timeout that rides along an absolute deadline (both limits, the
 # earlier wins). Django sees only the deadline under ``_session_expiry``.
 IDLE_KEY = "_sessctl_idle"
-_MAX_DATE = datetime(9999, 12, 31, 23, 59, 59, tzinfo=UTC)
+# The farthest any session reaches, both ways: its row's expire_date and its cookie's Max-Age.
+# 100 years outlives any user, and stays far from the end of every date type on every backend
+# (year 9999 in UTC is year 10000 to a PostgreSQL session east of UTC, which psycopg cannot read).
+MAX_LIFETIME = 100 * 365 * 86400
+EARLIEST = datetime(1, 1, 1, tzinfo=UTC)
+LATEST = datetime(9999, 12, 31, 23, 59, 59, 999999, tzinfo=UTC)
 
 DEFAULT = "default"
 BROWSER_CLOSE = "browser_close"
@@ -77,7 +82,10 @@ def as_utc(moment: datetime) -> datetime:
     """Aware UTC; a naive datetime is taken to be UTC already."""
     if moment.tzinfo is None:
         return moment.replace(tzinfo=UTC)
-    return moment.astimezone(UTC)
+    try:
+        return moment.astimezone(UTC)
+    except OverflowError:  # e.g. 9999-12-31T23:00-05:00: past the end of time once in UTC
+        return EARLIEST if moment.year < 5000 else LATEST
 
 
 @dataclass(frozen=True, slots=True)
@@ -127,7 +135,7 @@ class Lifetime:
         if self.kind == IDLE:
             return f"idle timeout {format_seconds(self.seconds or 0)}"
         if self.kind == ABSOLUTE and self.deadline is not None:
-            text = f"absolute, until {self.deadline.strftime('%Y-%m-%d %H:%M:%S')} UTC"
+            text = f"absolute, until {self.deadline.isoformat(sep=' ', timespec='seconds')[:19]} UTC"
             if self.seconds is not None:
                 text += f", or after {format_seconds(self.seconds)} idle"
             return text
@@ -231,7 +239,7 @@ def _add(moment: datetime, seconds: float) -> datetime:
     try:
         return moment + timedelta(seconds=seconds)
     except OverflowError:
-        return _MAX_DATE if seconds > 0 else datetime(1, 1, 2, tzinfo=UTC)
+        return LATEST if seconds > 0 else EARLIEST
 
 
 @dataclass(frozen=True, slots=True)
@@ -266,6 +274,11 @@ def compute(settings: PolicySettings, data: dict[str, Any], now: datetime | None
     else:
         expire_date = _add(now, settings.cookie_age)
         age = int(settings.cookie_age)
+    # Whatever the lifetime says, nothing reaches further than MAX_LIFETIME from now.
+    furthest = _add(now, MAX_LIFETIME)
+    if expire_date > furthest:
+        expire_date = furthest
+    age = max(min(age, MAX_LIFETIME), -MAX_LIFETIME)
     if ends_with_browser(kind, settings):
         return Expiry(expire_date, None, None, lifetime)
     return Expiry(expire_date, age, _add(now, age), lifetime)

@@ -207,9 +207,10 @@ class SessionStore(UserRows):
         t = self.table
         with self.connect() as conn:
             found = conn.execute(
-                select(t.c.session_data, t.c.expire_date).where(t.c.session_key == key)
+                select(t.c.session_key, t.c.session_data, t.c.expire_date).where(t.c.session_key == key)
             ).first()
-        return None if found is None else Row(key, found[0], found[1])
+        # Exactly this key: MariaDB's default collations also match KEY and "key ".
+        return None if found is None or found[0] != key else Row(key, found[1], found[2])
 
 
     def load_row(self, key: str, now: datetime | None = None) -> Row | None:
@@ -217,14 +218,20 @@ class SessionStore(UserRows):
         if not valid_key(key):
             return None
         fast = self._fast
-        bound = fast.bind(self.now() if now is None else now)
+        now = self.now() if now is None else now
+        bound = fast.bind(now)
         if self.user_index_ready():  # with the user's "last seen": one LEFT JOIN on the index's key
             found = fast.run(self._side.load, (key, bound), fetch=True)
             if found is None:
                 return None
-            return Row(key, found[0], fast.result(found[1]), None if found[2] is None else fast.result(found[2]))
-        found = fast.run(fast.load, (key, bound), fetch=True)
-        return None if found is None else Row(key, found[0], fast.result(found[1]))
+            row = Row(key, found[0], fast.result(found[1]), None if found[2] is None else fast.result(found[2]))
+        else:
+            found = fast.run(fast.load, (key, bound), fetch=True)
+            if found is None:
+                return None
+            row = Row(key, found[0], fast.result(found[1]))
+        # SQLite compares text: a row whose expire_date is not a date can pass the SQL's test.
+        return None if row.expired(now) else row
 
     def insert_row(self, key: str, session_data: str, expire_date: datetime, *, side: Any = None) -> bool:
         """INSERT a new row; False if the key is already taken (never overwrites).
@@ -268,6 +275,29 @@ class SessionStore(UserRows):
         fast = self._fast
         return fast.run(fast.swap, (session_data, fast.bind(expire_date), old.key, old.session_data)) == 1
 
+    def rewrite_row(
+        self, key: str, rewrite: Callable[[Row], tuple[str, datetime]], now: datetime | None = None
+    ) -> tuple[Row, Row] | None:
+        """Rewrite a live row under its lock: ``rewrite(row)`` gives the new (session_data, expire_date).
+
+        For the retry after a lost compare-and-swap: the row cannot change between the read and
+        the write, so this converges however many writers there are. Returns (the row read, the
+        row written), or None if there is no live row (deleted or expired meanwhile).
+        """
+        if not valid_key(key):
+            return None
+        written: list[Row] = []
+
+        def apply(data: str, expire_date: datetime) -> tuple[str, datetime]:
+            new_data, new_expiry = rewrite(Row(key, data, expire_date))
+            written.append(Row(key, new_data, new_expiry))
+            return new_data, new_expiry
+
+        found = self._fast.locked(key, self.now() if now is None else now, apply)
+        if found is None:
+            return None
+        return Row(key, found[0], self._fast.result(found[1])), written[-1]
+
     def delete_row(self, key: str, *, only_if: Row | None = None, indexed: bool = True) -> bool:
         """Delete one row (and its user index row); with ``only_if``, only while it still holds that data.
 
@@ -301,21 +331,29 @@ class SessionStore(UserRows):
         Raises :class:`SessionGone` if the row is missing or expired, and the
         codec's errors if the stored data cannot be verified.
         """
-        for _ in range(MAX_CAS_ATTEMPTS):
-            now = self.now()
-            row = self.get_row(key)
-            if row is None:
-                raise SessionGone(f"no session with key {key}")
-            if row.expired(now):
-                raise SessionGone(f"session {key} has expired")
-            data = self.codec.decode(row.session_data)
+        now = self.now()
+        row = self.get_row(key)
+        if row is None:
+            raise SessionGone(f"no session with key {key}")
+        if row.expired(now):
+            raise SessionGone(f"session {key} has expired")
+        result: dict[str, Any] = {}
+
+        def rewrite(current: Row) -> tuple[str, datetime]:
+            data = self.codec.decode(current.session_data)
             mutate(data)
             if resend:
                 data[policy.RESEND_KEY] = True
-            exp = policy.compute(self.settings, data, now)
-            if self.swap_row(row, self.codec.encode(data), exp.expire_date):
-                return data, exp
-        raise Conflict(f"session {key} kept changing; gave up after {MAX_CAS_ATTEMPTS} attempts")
+            result["data"], result["exp"] = data, policy.compute(self.settings, data, now)
+            return self.codec.encode(data), result["exp"].expire_date
+
+        encoded, expire_date = rewrite(row)
+        if self.swap_row(row, encoded, expire_date):
+            return result["data"], result["exp"]
+        # Lost the race (an app request wrote meanwhile): again, under the row's lock.
+        if self.rewrite_row(key, rewrite, now) is None:
+            raise SessionGone(f"session {key} ended while its lifetime was being changed")
+        return result["data"], result["exp"]
 
     # -- iteration and reports -------------------------------------------------
 

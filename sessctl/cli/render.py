@@ -15,6 +15,8 @@ from typing import Any
 
 import click
 
+from . import safejson
+
 from sessctl.policy import Lifetime, format_seconds
 from sessctl.reports import UNREADABLE, iso
 
@@ -29,7 +31,12 @@ def iso_from_timestamp(ts: int | None) -> str | None:
 
 
 def utc_text(moment: datetime) -> str:
-    return moment.astimezone(timezone.utc).strftime("%Y-%m-%d %H:%M:%S UTC")
+    return f"{ymd_hms(moment)} UTC"
+
+
+def ymd_hms(moment: datetime) -> str:
+    """``YYYY-MM-DD HH:MM:SS`` in UTC, the year always four digits (strftime gives year 1 as "1")."""
+    return moment.astimezone(timezone.utc).isoformat(sep=" ", timespec="seconds")[:19]
 
 
 def relative(moment: datetime, now: datetime) -> str:
@@ -96,14 +103,14 @@ def printable(text: str) -> str:
 
 def json_object(obj: Any) -> None:
     """One JSON object on one line: a cron job's ``>> log`` stays JSON Lines; ``jq .`` pretty-prints."""
-    click.echo(json.dumps(obj))
+    click.echo(safejson.dumps(obj))
 
 
 def json_lines(items: Iterable[Any]) -> int:
     """Stream one JSON object per line (JSON Lines), without holding the items; returns the count."""
     count = 0
     for item in items:
-        click.echo(json.dumps(item))
+        click.echo(safejson.dumps(item))
         count += 1
     return count
 
@@ -112,7 +119,7 @@ def json_array(items: Iterable[Any]) -> int:
     """Stream a JSON array, one element per line, without holding the items; returns the count."""
     count = 0
     for item in items:
-        click.echo(("[\n" if count == 0 else ",\n") + json.dumps(item), nl=False)
+        click.echo(("[\n" if count == 0 else ",\n") + safejson.dumps(item), nl=False)
         count += 1
     click.echo("\n]" if count else "[]")
     return count
@@ -154,7 +161,7 @@ def session_table(items: Iterator[dict[str, Any]], now: datetime) -> int:
                 click.echo(f"{'KEY':<32}  {'EXPIRES (UTC)':<19}  {'RELATIVE':<14}  {'LIFETIME':<13}  SIZE")
             exp = datetime.fromisoformat(item["expire_date"])
             click.echo(
-                f"{printable(item['key']):<32}  {exp.strftime('%Y-%m-%d %H:%M:%S')}  {relative(exp, now):<14}  "
+                f"{printable(item['key']):<32}  {ymd_hms(exp)}  {relative(exp, now):<14}  "
                 f"{kind_label(item['lifetime']):<13}  {item['size']}"
             )
             count += 1
@@ -170,7 +177,7 @@ def session_table(items: Iterator[dict[str, Any]], now: datetime) -> int:
         style = "dim" if item["expired"] else ""
         table.add_row(
             Text(printable(item["key"]), style=style),
-            exp.strftime("%Y-%m-%d %H:%M:%S"),
+            ymd_hms(exp),
             Text(relative(exp, now), style="red" if item["expired"] else ""),
             kind_label(item["lifetime"]),
             f"{item['size']:,}",

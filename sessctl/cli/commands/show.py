@@ -108,6 +108,7 @@ def decode(app, value, as_json, no_verify):
 def _decode(codec, value: str, *, verify: bool) -> tuple[dict, str | None]:
     """Decode ``value`` -> ({verified, signed_at, data}, problem or None); data is None when withheld."""
     from sessctl.codec import BadSignature, inspect
+    from sessctl.errors import PayloadTooLarge
 
     from ..render import iso_from_timestamp
 
@@ -117,6 +118,8 @@ def _decode(codec, value: str, *, verify: bool) -> tuple[dict, str | None]:
         return out, "the " + bad_signature(
             ", list retired keys in SESSCTL_SECRET_KEY_FALLBACKS, or pass --no-verify to see the data unverified"
         )
+    if isinstance(seen.error, PayloadTooLarge):
+        return out, f"the data is too large to show: {seen.error}"
     if seen.error is not None:
         return out, f"the data cannot be decoded ({seen.error}); it was not written by Django or sessctl"
     return out, None
