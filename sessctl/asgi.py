@@ -45,7 +45,8 @@ from typing import Any, TypeVar
 
 from . import devices
 from .config import Settings
-from .cookies import CookieRules, build_store, parse_cookie
+from .cookies import INTERRUPTED_BODY, INTERRUPTED_STATUS, CookieRules, build_store, interrupted_headers, parse_cookie
+from .errors import SessionInterrupted
 from .session import Session
 from .store import SessionStore, valid_key
 
@@ -110,13 +111,23 @@ class SessionMiddleware:
                 await self.app(scope, receive, send)
                 return
             had_cookie = cookie is not None
-            started = False
+            started = interrupted = False
 
             async def send_with_session(message: Message) -> None:
-                nonlocal started
+                nonlocal started, interrupted
+                if interrupted:
+                    return  # the app's own body: replaced by the 400's
                 if message["type"] == "http.response.start" and not started:
                     started = True
-                    message = await self._finish(session, had_cookie, message)
+                    try:
+                        message = await self._finish(session, had_cookie, message)
+                    except SessionInterrupted:
+                        # As Django: a 400 instead of the app's response, with no cookie (sessctl.cookies).
+                        interrupted = True
+                        headers = [(k.lower().encode("latin-1"), v.encode("latin-1")) for k, v in interrupted_headers()]
+                        await send({"type": "http.response.start", "status": INTERRUPTED_STATUS, "headers": headers})
+                        await send({"type": "http.response.body", "body": INTERRUPTED_BODY, "more_body": False})
+                        return
                 await send(message)
 
             await self.app(scope, receive, send_with_session)

@@ -12,13 +12,29 @@ from email.utils import format_datetime
 from typing import TYPE_CHECKING
 
 from .config import Settings
-from .errors import SessionGone
+from .errors import SessionGone, SessionInterrupted
 from .store import SessionStore
 
 if TYPE_CHECKING:
     from .session import Session
 
 _DELETED = 'expires=Thu, 01 Jan 1970 00:00:00 GMT; Max-Age=0'
+# What a request whose session ended while it ran answers instead of its own response.
+INTERRUPTED_STATUS = 400
+INTERRUPTED_BODY = (
+    b"Bad Request: this request's session ended while it ran (a login or logout in another request?). "
+    b"Nothing was saved; try again.\n"
+)
+
+
+def interrupted_headers() -> list[tuple[str, str]]:
+    """The headers of that 400: no Set-Cookie at all (the cookie a concurrent login set must stay)."""
+    return [
+        ("Content-Type", "text/plain; charset=utf-8"),
+        ("Content-Length", str(len(INTERRUPTED_BODY))),
+        ("Cache-Control", "private, no-store"),
+        ("Vary", "Cookie"),
+    ]
 
 
 def build_store(owner: str, settings: Settings | SessionStore | None, store: SessionStore | None) -> SessionStore:
@@ -93,7 +109,11 @@ class CookieRules:
         return session.accessed or session.pending_deletes or (self.settings.save_every_request and had_cookie)
 
     def finish(self, session: Session, had_cookie: bool, status: int | str, headers: list[tuple[str, str]]) -> None:
-        """Save the session if needed and add its cookie and ``Vary`` headers."""
+        """Save the session if needed and add its cookie and ``Vary`` headers.
+
+        Raises :class:`SessionInterrupted` when the session ended while the request ran: the
+        adapter then answers 400 with :func:`interrupted_headers` and no cookie.
+        """
         session.delete_pending()
         if not self.needs_work(session, had_cookie):
             return
@@ -110,8 +130,10 @@ class CookieRules:
         elif (session.modified or self.settings.save_every_request) and not failed:
             try:
                 key = session.save()
-            except SessionGone:
-                headers.append(self.delete_header)
+            except SessionGone as exc:
+                # As Django (SessionInterrupted, a 400): a deletion cookie here could reach the
+                # browser after the cookie of the login that ended this session, and log it out.
+                raise SessionInterrupted(str(exc)) from exc
             else:
                 exp = session.expiry
                 assert key is not None and exp is not None

@@ -49,7 +49,8 @@ from flask.sessions import SessionInterface, SessionMixin
 
 from . import devices
 from .config import Settings
-from .cookies import CookieRules, build_store, parse_cookie
+from .cookies import INTERRUPTED_BODY, INTERRUPTED_STATUS, CookieRules, build_store, interrupted_headers, parse_cookie
+from .errors import SessionInterrupted
 from .policy import TILL_BROWSER_CLOSE
 from .session import Session
 from .store import SessionStore
@@ -149,7 +150,16 @@ class SessctlSessionInterface(SessionInterface):
             # (even ``session.session_key``); only a data access costs a query.
             session.accessed = False
         headers: list[tuple[str, str]] = []
-        self.rules.finish(session, session.had_cookie, response.status_code, headers)
+        try:
+            self.rules.finish(session, session.had_cookie, response.status_code, headers)
+        except SessionInterrupted:
+            # As Django: the whole response becomes a 400, with no cookie (see sessctl.cookies).
+            from werkzeug.datastructures import Headers
+
+            response.status_code = INTERRUPTED_STATUS
+            response.headers = Headers(interrupted_headers())
+            response.set_data(INTERRUPTED_BODY)
+            return
         for name, value in headers:
             if name.lower() == "vary":
                 vary = True

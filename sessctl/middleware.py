@@ -11,12 +11,13 @@ the store's, expiry the policy's.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
 from typing import Any
 
 from . import devices
 from .config import Settings
-from .cookies import CookieRules, build_store, parse_cookie
+from .cookies import INTERRUPTED_BODY, INTERRUPTED_STATUS, CookieRules, build_store, interrupted_headers, parse_cookie
+from .errors import SessionInterrupted
 from .session import Session
 from .store import SessionStore
 
@@ -57,14 +58,48 @@ class SessionMiddleware:
         if self.settings.track_devices:
             session.device_source = lambda: devices.from_wsgi(self.settings, environ)
         environ[ENVIRON_KEY] = session
-        finished = False
+        state = {"finished": False, "interrupted": False}
 
         def session_start_response(status: str, headers: list[tuple[str, str]], exc_info: Any = None):
-            nonlocal finished
             headers = list(headers)
-            if not finished:  # an error page sent after a first start_response saves nothing more
-                finished = True
-                self.rules.finish(session, cookie is not None, status, headers)
+            if not state["finished"]:  # an error page sent after a first start_response saves nothing more
+                state["finished"] = True
+                try:
+                    self.rules.finish(session, cookie is not None, status, headers)
+                except SessionInterrupted:
+                    state["interrupted"] = True
+                    start_response(f"{INTERRUPTED_STATUS} Bad Request", interrupted_headers(), exc_info)
+                    return _discard
             return start_response(status, headers, exc_info)
 
-        return self.app(environ, session_start_response)
+        result = self.app(environ, session_start_response)
+        if state["interrupted"]:
+            _close(result)
+            return [INTERRUPTED_BODY]
+        if state["finished"]:
+            return result
+        return _answer_late(result, state)  # start_response comes with the first chunk
+
+
+def _discard(_data: bytes) -> None:
+    """The ``write()`` of a response replaced by the 400: the app's body goes nowhere."""
+
+
+def _close(result: Iterable[bytes]) -> None:
+    close = getattr(result, "close", None)
+    if close is not None:
+        close()
+
+
+def _answer_late(result: Iterable[bytes], state: dict[str, bool]) -> Iterator[bytes]:
+    """For an app that calls start_response only when asked for its first chunk (a generator)."""
+    try:
+        for chunk in result:
+            if state["interrupted"]:
+                yield INTERRUPTED_BODY
+                return
+            yield chunk
+        if state["interrupted"]:
+            yield INTERRUPTED_BODY
+    finally:
+        _close(result)

@@ -430,6 +430,10 @@ class Session(MutableMapping):
                 if side is not None:
                     self._seen = now if self._row_user is not None else None
                 return row.key
+            if not store.user_index_ready():
+                # Lost the race: re-apply this request's changes under the row's lock, so the
+                # retry cannot lose again however many writers there are (issue 11, item 17).
+                return self._swap_locked(row, data, now)
             fresh, data = self._rebase(row, data, now)
             if fresh is None:
                 self._row = None
@@ -437,6 +441,32 @@ class Session(MutableMapping):
                 raise SessionGone(f"session {row.key} was deleted while this request ran")
             row, row_user = fresh, self._user_of_row(fresh)
         raise Conflict(f"session {row.key} kept changing; gave up after {MAX_CAS_ATTEMPTS} attempts")
+
+    def _swap_locked(self, row: Row, data: dict[str, Any], now: Any) -> str:
+        store = self._store
+        codec = store.codec
+        original = codec.decode(row.session_data)
+        merged: dict[str, Any] = {}
+
+        def rewrite(current: Row) -> tuple[str, Any]:
+            try:
+                theirs = codec.decode(current.session_data)
+            except CodecError:
+                theirs = {}  # unreadable: our copy is the best we have
+            merged["data"] = _merge(dict(original), data, theirs)
+            merged["exp"] = policy.compute(store.settings, merged["data"], now)
+            return codec.encode(merged["data"]), merged["exp"].expire_date
+
+        done = store.rewrite_row(row.key, rewrite, now)
+        if done is None:
+            self._row = None
+            self._key = None
+            raise SessionGone(f"session {row.key} was deleted while this request ran")
+        self._row = done[1]
+        self._data = merged["data"]
+        self.expiry = merged["exp"]
+        self._row_user = self._users[row.key] = user_of(merged["data"], store.settings.user_key)
+        return row.key
 
 
 def _merge(original: dict[str, Any], ours: dict[str, Any], theirs: dict[str, Any]) -> dict[str, Any]:
