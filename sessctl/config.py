@@ -75,31 +75,14 @@ class Settings:
     on_max_sessions: str = "evict"
 
     def __post_init__(self) -> None:
-        if isinstance(self.secret_key_fallbacks, str):
-            raise ConfigError("secret_key_fallbacks must be a list of keys, not one string")
-        object.__setattr__(self, "secret_key_fallbacks", tuple(k for k in self.secret_key_fallbacks if k))
-        if not isinstance(self.database_url, str) or not self.database_url:
-            raise ConfigError("the database URL is empty")
-        if not _TABLE_RE.match(str(self.table)):
-            raise ConfigError(f"table name {self.table!r} is not a plain SQL identifier")
-        if isinstance(self.cookie_age, bool) or not isinstance(self.cookie_age, int) or self.cookie_age <= 0:
-            raise ConfigError(f"cookie_age must be a positive whole number of seconds, not {self.cookie_age!r}")
-        if not re.fullmatch(r"[!#$%&'*+\-.^_`|~0-9A-Za-z]+", str(self.cookie_name)):
-            raise ConfigError(f"cookie_name {self.cookie_name!r} is not a valid cookie name")
-        samesite = self.cookie_samesite
-        if samesite is not None and samesite is not False:
-            norm = _SAMESITE.get(str(samesite).lower())
-            if norm is None:
-                raise ConfigError(f"cookie_samesite must be Lax, Strict, None or unset, not {samesite!r}")
-            object.__setattr__(self, "cookie_samesite", norm)
-        elif samesite is False:
-            object.__setattr__(self, "cookie_samesite", None)
-        for name in ("cookie_secure", "cookie_httponly", "expire_at_browser_close", "save_every_request",
-                     "touch", "track_devices", "truncate_ip"):
+        from . import usersettings
+        from .checks import normalised
+
+        for name, value in normalised(self).items():
+            object.__setattr__(self, name, value)
+        for name in ("touch", "track_devices", "truncate_ip"):
             if not isinstance(getattr(self, name), bool):
                 raise ConfigError(f"{name} must be true or false, not {getattr(self, name)!r}")
-        from . import usersettings
-
         usersettings.check(self)
 
     def __repr__(self) -> str:
@@ -119,6 +102,7 @@ class Settings:
         *,
         environ: Mapping[str, str] | None = None,
         secret_key_file: str | os.PathLike[str] | None = None,
+        secrets: bool = True,
         **overrides: Any,
     ) -> Settings:
         """Build Settings from arguments > explicit ``config`` file > environment > the file named
@@ -127,10 +111,11 @@ class Settings:
         A file named here (as ``sessctl --config`` does) outranks the environment; one found
         through ``$SESSCTL_CONFIG`` or the current folder does not. Each setting that the
         environment and the file give differently is logged as one warning (logger
-        ``sessctl.config``). Arguments that are None are treated as not given.
+        ``sessctl.config``). Arguments that are None are treated as not given. Without
+        ``secrets`` no secret key file is read (for work that needs no key).
         """
         settings, conflicts = load_reporting(
-            cls, config, environ=environ, secret_key_file=secret_key_file, **overrides
+            cls, config, environ=environ, secret_key_file=secret_key_file, secrets=secrets, **overrides
         )
         for line in conflicts:
             logging.getLogger("sessctl.config").warning(line)
@@ -147,6 +132,7 @@ def load_reporting(
     *,
     environ: Mapping[str, str] | None = None,
     secret_key_file: str | os.PathLike[str] | None = None,
+    secrets: bool = True,
     **overrides: Any,
 ) -> tuple[Settings, list[str]]:
     """:meth:`Settings.load`, returning the conflict warnings instead of logging them."""
@@ -158,10 +144,12 @@ def load_reporting(
 
     explicit = config is not None
     path = config or env.get(ENV["config"]) or None
-    from_file = _read_file(Path(path), required=True) if path else _read_file(Path(DEFAULT_CONFIG), required=False)
-    from_env, env_names = _from_environment(env, secret=not secret_key_file and "secret_key" not in given)
-    if secret_key_file:
-        given = {**_read_secret_file(Path(secret_key_file)), **given}
+    from_file = _read_file(path or DEFAULT_CONFIG, required=bool(path), secrets=secrets)
+    from_env, env_names = _from_environment(
+        env, secret=secrets and not secret_key_file and "secret_key" not in given
+    )
+    if secret_key_file and secrets:
+        given = {**_read_secret_file(secret_key_file, "--secret-key-file"), **given}
 
     values = {**from_env, **from_file} if explicit else {**from_file, **from_env}
     values.update(given)
@@ -193,7 +181,7 @@ def _from_environment(env: Mapping[str, str], *, secret: bool = True) -> tuple[d
     if not secret:
         pass
     elif env.get(ENV["secret_key_file"]):
-        secret = _read_secret_file(Path(env[ENV["secret_key_file"]]))
+        secret = _read_secret_file(env[ENV["secret_key_file"]], ENV["secret_key_file"])
         values.update(secret)
         names.update(dict.fromkeys(secret, ENV["secret_key_file"]))
     elif env.get(ENV["secret_key"]):
@@ -223,9 +211,10 @@ def _fallbacks(text: str) -> tuple[str, ...]:
 _FILE_KEYS = {f.name for f in fields(Settings)} | {"db", "secret_key_file"}
 
 
-def _read_file(path: Path, *, required: bool) -> dict[str, Any]:
+def _read_file(name: str | os.PathLike[str], *, required: bool, secrets: bool = True) -> dict[str, Any]:
     import tomllib
 
+    path = Path(name)
     try:
         with path.open("rb") as fh:
             raw = tomllib.load(fh)
@@ -235,8 +224,8 @@ def _read_file(path: Path, *, required: bool) -> dict[str, Any]:
         return {}
     except tomllib.TOMLDecodeError as exc:
         raise ConfigError(f"config file {str(path)!r} is not valid TOML: {exc}") from None
-    except OSError as exc:
-        raise ConfigError(f"cannot read config file {str(path)!r}: {exc.strerror}") from None
+    except (OSError, ValueError) as exc:  # ValueError: a NUL in the name
+        raise ConfigError(f"cannot read config file {str(path)!r}: {getattr(exc, 'strerror', None) or exc}") from None
     if isinstance(raw.get("sessctl"), dict) and len(raw) == 1:
         raw = raw["sessctl"]
     unknown = sorted(set(raw) - _FILE_KEYS)
@@ -245,6 +234,9 @@ def _read_file(path: Path, *, required: bool) -> dict[str, Any]:
             f"config file {str(path)!r}: unknown key(s) {', '.join(unknown)}; "
             f"known keys are {', '.join(sorted(_FILE_KEYS - {'database_url'}))}"
         )
+    from .checks import check_file_types
+
+    check_file_types(raw, repr(str(path)))
     values = dict(raw)
     if "db" in values:
         values["database_url"] = values.pop("db")
@@ -259,10 +251,10 @@ def _read_file(path: Path, *, required: bool) -> dict[str, Any]:
     if isinstance(values.get("trusted_proxies"), list):
         values["trusted_proxies"] = tuple(values["trusted_proxies"])
     if "secret_key_file" in values:
-        secret_path = Path(str(values.pop("secret_key_file")))
-        if not secret_path.is_absolute():
-            secret_path = base / secret_path
-        values.update(_read_secret_file(secret_path))
+        where = f"secret_key_file in config file {str(path)!r}"
+        secret_path = Path(values.pop("secret_key_file"))  # text: check_file_types saw to it
+        if secrets:
+            values.update(_read_secret_file(secret_path if secret_path.is_absolute() else base / secret_path, where))
     return values
 
 
@@ -274,17 +266,25 @@ def _anchor_sqlite(url: str, base: Path) -> str:
     return f"{prefix}:///{base / rest}"
 
 
-def _read_secret_file(path: Path) -> dict[str, Any]:
+def _read_secret_file(path: str | os.PathLike[str], source: str) -> dict[str, Any]:
     """First non-empty line: the key. Further non-empty lines: fallback keys. A line is taken
-    as it is, spaces included (they may belong to the key); only its line ending is removed."""
+    as it is, spaces included (they may belong to the key); only its line ending is removed.
+
+    Errors name where the file's name came from (``source``), never the name itself: the most
+    common mistake is to put the key itself where its file's name goes.
+    """
+    what = f"the secret key file named by {source}"
     try:
-        lines = path.read_text(encoding="utf-8").splitlines()
+        lines = Path(path).read_text(encoding="utf-8").splitlines()
     except FileNotFoundError:
-        raise ConfigError(f"secret key file {str(path)!r} does not exist") from None
-    except (OSError, UnicodeDecodeError) as exc:
-        raise ConfigError(f"cannot read secret key file {str(path)!r}: {getattr(exc, 'strerror', None) or exc}") from None
+        raise ConfigError(f"{what} does not exist (to give the key itself, use SESSCTL_SECRET_KEY)") from None
+    except (OSError, UnicodeDecodeError, ValueError) as exc:
+        reason = getattr(exc, "strerror", None) or (
+            "it is not UTF-8 text" if isinstance(exc, UnicodeDecodeError) else "bad file name"
+        )
+        raise ConfigError(f"cannot read {what}: {reason}") from None
     keys = [line for line in lines if line.strip()]  # no comments: a Django key may start with "#"
     if not keys:
-        raise ConfigError(f"secret key file {str(path)!r} is empty")
+        raise ConfigError(f"{what} is empty")
     # A file without fallback lines leaves fallbacks to the other sources (SESSCTL_SECRET_KEY_FALLBACKS).
     return {"secret_key": keys[0], **({"secret_key_fallbacks": tuple(keys[1:])} if keys[1:] else {})}

@@ -13,7 +13,9 @@ from sqlalchemy import create_engine, event
 from sqlalchemy import exc as sa_exc
 from sqlalchemy.engine import Engine, make_url
 
+from . import pgtypes
 from .errors import Conflict, ConfigError, DatabaseUnavailable, StoreError, TableMissing
+from .redact import redact_url, scrub, url_secrets
 
 
 def normalize_url(url: str) -> str:
@@ -30,22 +32,30 @@ def normalize_url(url: str) -> str:
     return f"{mapped}://{rest}" if mapped else url
 
 
-def redact_url(url: str) -> str:
-    """The URL with any password hidden, for messages."""
+def parse_url(url: str) -> Any:
+    """SQLAlchemy's URL object for ``url``, or a ConfigError that says what is wrong (never shows a secret)."""
     try:
-        return make_url(url).render_as_string(hide_password=True)
-    except Exception:
-        return "<unparseable URL>"
+        parsed = make_url(url)
+    except (sa_exc.ArgumentError, ValueError) as exc:
+        hint = "expected e.g. sqlite:///sessions.db or postgresql://user@host/db"
+        if "[" in url and "]" not in url.partition("://")[2].split("/")[0]:
+            hint = "an IPv6 host goes in brackets: postgresql://user@[::1]:5432/db"
+        elif isinstance(exc, ValueError):
+            hint = "the port must be a number"
+        raise ConfigError(f"database URL {redact_url(url)!r} is not valid ({hint})") from None
+    if parsed.host and "@" in parsed.host:
+        raise ConfigError(
+            f"database URL {redact_url(url)!r} is not valid: the password holds a raw '@'; "
+            "percent-encode it (@ is %40, / is %2F, : is %3A)"
+        )
+    if parsed.port is not None and not 0 < parsed.port < 65536:
+        raise ConfigError(f"database URL {redact_url(url)!r} is not valid: port {parsed.port} is out of range")
+    return parsed
 
 
 def make_engine(url: str, *, timeout: float = 5.0) -> Engine:
     url = normalize_url(url)
-    try:
-        parsed = make_url(url)
-    except sa_exc.ArgumentError:
-        raise ConfigError(
-            f"database URL {redact_url(url)!r} is not valid (expected e.g. sqlite:///sessions.db)"
-        ) from None
+    parsed = parse_url(url)
     backend = parsed.get_backend_name()
     kwargs: dict[str, Any] = {}
     if backend == "sqlite":
@@ -57,14 +67,34 @@ def make_engine(url: str, *, timeout: float = 5.0) -> Engine:
         # Purge and CAS never need gap locks; REPEATABLE READ would take them.
         kwargs["isolation_level"] = "READ COMMITTED"
     try:
-        engine = create_engine(parsed, **kwargs)
+        import warnings
+
+        with warnings.catch_warnings():
+            # A URL option the dialect ignores (SQLite's ?mode=ro without uri=true) is an error: an
+            # ignored option is a setting the user believes in that does not hold.
+            warnings.simplefilter("error", sa_exc.SAWarning)
+            try:
+                engine = create_engine(parsed, **kwargs)
+            except sa_exc.SAWarning as warning:
+                raise ConfigError(
+                    f"database URL {redact_url(url)!r} is not usable: {str(warning).split(' (Background')[0]}"
+                ) from None
+    except ConfigError:
+        raise
     except ModuleNotFoundError as exc:
         extra = {"postgresql": "postgres", "mysql": "mysql", "mariadb": "mysql"}.get(backend, backend)
         raise ConfigError(
             f"the driver for {backend} is not installed ({exc.name}); install it with: pip install 'sessctl[{extra}]'"
         ) from None
-    except sa_exc.ArgumentError as exc:
-        raise ConfigError(f"database URL is not usable: {exc}") from None
+    except (sa_exc.ArgumentError, TypeError, ValueError) as exc:
+        raise ConfigError(f"database URL {redact_url(url)!r} is not usable: {scrub(str(exc), url_secrets(url))}") from None
+    _checked_connect(engine, url, backend)
+    if backend == "postgresql":
+
+        @event.listens_for(engine, "connect")
+        def _pg_ranges(dbapi_conn, _record):  # pragma: no branch
+            pgtypes.install(dbapi_conn)  # infinity, year 10000 in the session's zone: read, never raise
+
     if backend == "sqlite":
 
         @event.listens_for(engine, "connect")
@@ -77,9 +107,46 @@ def make_engine(url: str, *, timeout: float = 5.0) -> Engine:
     return engine
 
 
+def _checked_connect(engine: Engine, url: str, backend: str) -> None:
+    """Connect through the driver, with two guards.
+
+    * A URL option the driver does not take (``?bogus=1`` on PyMySQL) is a TypeError from deep
+      in the driver: it becomes a ConfigError naming the URL's options.
+    * A SQLite database file is created readable by its owner only (0600, whatever the umask),
+      before SQLite opens it; SQLite gives its -wal, -shm and -journal files the same mode.
+    """
+    path = sqlite_path(url) if backend == "sqlite" else None
+
+    @event.listens_for(engine, "do_connect")
+    def _connect(dialect, _record, cargs, cparams):  # pragma: no branch
+        if path is not None:
+            _create_private(path)
+        try:
+            return dialect.loaded_dbapi.connect(*cargs, **cparams)
+        except TypeError as exc:
+            import re
+
+            named = re.search(r"argument '([^']+)'", str(exc))
+            option = f"the option {named.group(1)!r}" if named else "one of its options"
+            raise ConfigError(
+                f"database URL {redact_url(url)!r} is not usable: the {dialect.driver} driver does not take "
+                f"{scrub(option, url_secrets(url))}; check the part after '?'"
+            ) from None
+
+
+def _create_private(path: str) -> None:
+    import os
+
+    try:
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    except OSError:
+        return  # it exists (or cannot be made: SQLite will say why)
+    os.close(fd)
+
+
 def sqlite_path(url: str) -> str | None:
     """The file of a SQLite URL; None for another database, memory or a ``file:`` URI."""
-    parsed = make_url(normalize_url(url))
+    parsed = parse_url(normalize_url(url))
     if parsed.get_backend_name() != "sqlite":
         return None
     db = parsed.database
@@ -108,6 +175,7 @@ def translate(exc: sa_exc.DBAPIError, dialect: str, url: str, table: str) -> Sto
     """The :class:`StoreError` that says in one line what went wrong and what to do."""
     orig = exc.orig
     msg = str(orig).strip().splitlines()[0] if str(orig).strip() else type(orig).__name__
+    msg = scrub(msg, url_secrets(url))
     low = msg.lower()
     code = getattr(orig, "args", [None])[0] if dialect in ("mysql", "mariadb") else None
     sqlstate = getattr(orig, "sqlstate", None)
@@ -117,6 +185,8 @@ def translate(exc: sa_exc.DBAPIError, dialect: str, url: str, table: str) -> Sto
         return StoreError(f"the database is read-only ({msg}); check the file's permissions")
     if "disk is full" in low or "no space" in low:
         return StoreError(f"the disk is full ({msg}); free space and re-run")
+    if "invalid connection option" in low or "invalid dsn" in low or "invalid integer value" in low:
+        return StoreError(f"the database URL is not usable ({msg}); check the part after '?' in --db / SESSCTL_DB")
     if is_deadlock(orig):
         return Conflict(f"the database chose this statement as a deadlock victim ({msg}); try again")
     if isinstance(exc, sa_exc.OperationalError) or exc.connection_invalidated:

@@ -75,19 +75,48 @@ class App:
 
     @cached_property
     def settings(self):
+        """The settings, without reading a secret key file: commands that need no key never fail on one.
+
+        :meth:`codec` reads the key (and from then on these are the settings with it).
+        """
+        return self._load(secrets=False)
+
+    def _load(self, *, secrets: bool):
         from sessctl.config import load_reporting
 
-        settings, conflicts = load_reporting(config=self.config, secret_key_file=self.secret_key_file, **self.options)
-        for line in conflicts:  # the environment and a config file disagree: say which one is used
-            self.say(line)
+        settings, conflicts = load_reporting(
+            config=self.config, secret_key_file=self.secret_key_file, secrets=secrets, **self.options
+        )
+        self._loaded = settings
+        if not getattr(self, "_said_conflicts", False):
+            self._said_conflicts = True
+            for line in conflicts:  # the environment and a config file disagree: say which one is used
+                self.say(line)
         if self.debug:
-            secret = "set" if settings.secret_key else "not set"
+            secret = "set" if settings.secret_key else ("not set" if secrets else "not read (not needed yet)")
             self.say(
                 f"debug: database {redact(settings.database_url)}, table {settings.table}, "
                 f"secret key {secret} ({len(settings.secret_key_fallbacks)} fallback(s))",
                 force=True,
             )
         return settings
+
+    def secrets(self) -> list[str]:
+        """Every secret this run could print by accident: URL credentials, keys, a key put where its file goes."""
+        import os
+
+        from sessctl.redact import settings_secrets, url_secrets
+
+        found = settings_secrets(getattr(self, "_loaded", None))
+        for url in (self.options.get("database_url"), os.environ.get("SESSCTL_DB")):
+            found += url_secrets(url)
+        for value in (self.secret_key_file, os.environ.get("SESSCTL_SECRET_KEY_FILE")):
+            if value and not os.path.isfile(value):  # not a file's name: perhaps the key itself
+                found.append(str(value))
+        if os.environ.get("SESSCTL_SECRET_KEY"):
+            found.append(os.environ["SESSCTL_SECRET_KEY"])
+        found += [k.strip() for k in os.environ.get("SESSCTL_SECRET_KEY_FALLBACKS", "").split(",") if k.strip()]
+        return found
 
     def store(self, *, check: bool = True):
         """The session store, closed with the command; ``check`` first makes sure the table is there."""
@@ -104,6 +133,10 @@ class App:
         """The codec; without a secret key, None, or with ``why`` an error saying why it is needed."""
         from sessctl.codec import from_settings
 
+        if not getattr(self, "_with_secrets", False):
+            assert self._store is None, "ask for the codec before the store"
+            self.__dict__["settings"] = self._load(secrets=True)
+            self._with_secrets = True
         codec = from_settings(self.settings)
         if codec is None and why is not None:
             raise click.ClickException(f"no secret key configured, and {why}: {SECRET_HINT}")
@@ -112,7 +145,9 @@ class App:
     def say(self, message: str, *, force: bool = False) -> None:
         """A message for the person at the terminal (stderr; silenced by --quiet)."""
         if force or not self.quiet:
-            click.echo(message, err=True)
+            from sessctl.redact import scrub
+
+            click.echo(scrub(message, self.secrets()), err=True)
 
 
 def where(settings) -> str:
@@ -134,8 +169,8 @@ def database_label(url: str) -> str:
 
 
 def redact(url: str) -> str:
-    """The URL with its password hidden (the library's own rendering)."""
-    from sessctl.db import redact_url
+    """The URL with its password (and any secret in its query) hidden."""
+    from sessctl.redact import redact_url
 
     return redact_url(url)
 
@@ -152,7 +187,7 @@ def error_message(exc: Exception, database_url: str | None = None) -> str:
     """One line for a failure from the runtime: what went wrong and what to do."""
     from sessctl import errors
 
-    if isinstance(exc, errors.ConfigError):
+    if isinstance(exc, (errors.ConfigError, errors.SessionTooLarge)):
         return str(exc)
     if isinstance(exc, errors.BadSignature):
         return "session data " + bad_signature(", and list retired keys in SESSCTL_SECRET_KEY_FALLBACKS")
@@ -174,12 +209,28 @@ def error_message(exc: Exception, database_url: str | None = None) -> str:
     return f"unexpected {type(exc).__name__}: {exc}; re-run with --debug to see the traceback"
 
 
+def current_secrets() -> list[str]:
+    ctx = click.get_current_context(silent=True)
+    app = ctx.find_object(App) if ctx is not None else None
+    return app.secrets() if app is not None else []
+
+
+def one_line(message: str, secrets: list[str] | None = None) -> str:
+    """``message`` as one line with no secret in it (the only form an error is printed in)."""
+    from sessctl.redact import scrub
+
+    return scrub(" ".join(str(message).split()), current_secrets() if secrets is None else secrets)
+
+
 def fail(exc: Exception, debug: bool, database_url: str | None = None) -> click.ClickException:
+    ctx = click.get_current_context(silent=True)
     if database_url is None:
-        ctx = click.get_current_context(silent=True)
         database_url = getattr(ctx.find_object(App), "database_url", None) if ctx is not None else None
+    secrets = current_secrets()
     if debug:
         import traceback
 
-        traceback.print_exception(exc, file=sys.stderr)
-    return click.ClickException(" ".join(error_message(exc, database_url).split()))
+        from sessctl.redact import scrub
+
+        sys.stderr.write(scrub("".join(traceback.format_exception(exc)), secrets))
+    return click.ClickException(one_line(error_message(exc, database_url), secrets))

@@ -11,8 +11,9 @@ import click
 
 _UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800}
 _PART = re.compile(r"(\d+)([smhdw])")
-# 100 years: further than any cookie or database datetime needs to reach.
+# 100 years: further than any cookie or database datetime needs to reach (the policy's own bound).
 MAX_DURATION = 100 * 365 * 86400
+_KEY_RE = re.compile(r"[a-z0-9]{1,40}")
 
 # The options and decorators several commands share.
 pass_app = click.pass_obj
@@ -75,8 +76,12 @@ class SessionKey(click.ParamType):
 
     def convert(self, value, param, ctx):
         key = value.strip()
-        if not key or len(key) > 40:
-            self.fail(f"{value!r} is not a session key (1 to 40 characters)", param, ctx)
+        if not _KEY_RE.fullmatch(key):
+            # Keys are what Django and sessctl make: lowercase letters and digits. Anything else is
+            # refused rather than looked up, so a case-insensitive collation (MariaDB's default)
+            # can never match KEY to key.
+            shown = repr(value) if len(value) <= 50 else repr(value[:47]) + "..."
+            self.fail(f"{shown} is not a session key (1 to 40 lowercase letters and digits)", param, ctx)
         return key
 
     def shell_complete(self, ctx, param, incomplete):
@@ -87,6 +92,57 @@ class SessionKey(click.ParamType):
             return [CompletionItem(k) for k in complete_keys(ctx.find_root().params, incomplete)]
         except Exception:
             return []
+
+
+class FileName(click.ParamType):
+    """A file's name (need not exist yet): no NUL, not a folder. click.Path stats it and crashes on a NUL."""
+
+    name = "path"
+
+    def convert(self, value, param, ctx):
+        import os
+
+        if "\x00" in value or not value:
+            self.fail(f"{value!r} is not a file name", param, ctx)
+        if os.path.isdir(value):
+            self.fail(f"{value!r} is a folder, not a file", param, ctx)
+        return value
+
+    def shell_complete(self, ctx, param, incomplete):
+        from click.shell_completion import CompletionItem
+
+        return [CompletionItem(incomplete, type="file")]  # as click.Path: the shell completes files
+
+
+class TableName(click.ParamType):
+    """A plain SQL identifier, as the table setting takes (checked here, so a bad one is bad usage)."""
+
+    name = "name"
+
+    def convert(self, value, param, ctx):
+        from sessctl.checks import TABLE_RE
+
+        if not TABLE_RE.fullmatch(value):
+            shown = repr(value) if len(value) <= 50 else repr(value[:47]) + "..."
+            self.fail(f"{shown} is not a plain SQL identifier (letters, digits and _, at most 63)", param, ctx)
+        return value
+
+
+class FiniteSeconds(click.ParamType):
+    """A positive, finite number of seconds (``nan`` and ``inf`` are not a time limit)."""
+
+    name = "seconds"
+
+    def convert(self, value, param, ctx):
+        import math
+
+        try:
+            seconds = float(value)
+        except (TypeError, ValueError):
+            self.fail(f"{value!r} is not a number of seconds", param, ctx)
+        if not math.isfinite(seconds) or seconds <= 0 or seconds > MAX_DURATION:
+            self.fail(f"{value!r} is not a positive, finite number of seconds", param, ctx)
+        return seconds
 
 
 @contextlib.contextmanager

@@ -15,7 +15,7 @@ from .users import UserId, list_user
 @click.option("--expired", "state", flag_value="expired", help="Only expired sessions.")
 @click.option("--all", "state", flag_value="all", help="Live and expired sessions.")
 @click.option("--browser-close", is_flag=True, help="Only sessions that end when the browser closes.")
-@click.option("--limit", type=click.IntRange(min=1), metavar="N", help="Show at most N sessions.")
+@click.option("--limit", type=click.IntRange(min=1, max=1_000_000_000), metavar="N", help="Show at most N sessions.")
 @click.option("--user", type=UserId(), metavar="ID",
               help="Only the live sessions of this user, most recently active first, with last activity and device.")
 @json_option

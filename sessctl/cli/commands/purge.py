@@ -6,7 +6,7 @@ import contextlib
 
 import click
 
-from ..types import json_option, pass_app
+from ..types import FiniteSeconds, json_option, pass_app
 
 
 LOCKED = "another purge is running on this table; exiting"
@@ -19,14 +19,14 @@ LOCKED = "another purge is running on this table; exiting"
 @click.option("--dry-run", is_flag=True, help="Count what would be deleted; delete nothing.")
 @click.option(
     "--batch-size",
-    type=click.IntRange(min=1),
+    type=click.IntRange(min=1, max=1_000_000),
     default=None,
     metavar="N",
     help="Rows deleted per transaction.  [default: sized as it goes so that each batch stays short]",
 )
 @click.option(
     "--max-seconds",
-    type=click.FloatRange(min=0, min_open=True),
+    type=FiniteSeconds(),
     metavar="S",
     help="Stop cleanly after about S seconds; re-run to go on.",
 )
