@@ -253,7 +253,6 @@ def test_bad_usage(sessions, run, args, message):
         ('colour = "blue"\n', "unknown key(s) colour"),
         ("cookie_age = -1\n", "cookie_age must be a positive"),
         ('cookie_samesite = "sideways"\n', "cookie_samesite must be"),
-        ('secret_key_file = "missing.txt"\n', "secret key file"),
     ],
 )
 def test_invalid_config_file(tmp_path, sessions, run, content, message):
@@ -264,6 +263,16 @@ def test_invalid_config_file(tmp_path, sessions, run, content, message):
     fails(CliRunner().invoke(cli, ["list"], env={"SESSCTL_CONFIG": str(config)}), message)
     (tmp_path / "sessctl.toml").write_text(content)
     fails(run("stats"), message)
+
+
+def test_a_missing_key_file_fails_only_the_commands_that_need_the_key(tmp_path, sessions, run):
+    """list, purge and stats need no key, so a broken secret_key_file does not stop them (issue 11)."""
+    config = tmp_path / "bad.toml"
+    config.write_text('secret_key_file = "missing.txt"\n')
+    fails(run("--config", str(config), "show", sessions["live"]), "secret key file", "secret_key_file")
+    for args in (["list"], ["purge", "--expired", "--dry-run"], ["stats"]):
+        r = run("--config", str(config), *args)
+        assert r.exit_code == 0, r.output
 
 
 def test_missing_config_file(run, tmp_path):

@@ -13,6 +13,7 @@ from sessctl.policy import (
     DEFAULT,
     EXPIRY_KEY,
     IDLE,
+    MAX_LIFETIME,
     TILL_BROWSER_CLOSE,
     compute,
     format_seconds,
@@ -116,7 +117,9 @@ def test_requested_rejects_wrong_types(bad):
 
 def test_huge_durations_saturate_instead_of_crashing():
     exp = compute(S, {EXPIRY_KEY: 10**15}, NOW)
-    assert exp.expire_date.year == 9999
+    # Clamped to 100 years: far from the end of every date type (issue 11, item 8).
+    assert exp.expire_date == NOW + timedelta(seconds=MAX_LIFETIME)
+    assert exp.max_age == MAX_LIFETIME
 
 
 def test_format_seconds():
