@@ -57,6 +57,8 @@ def make_engine(url: str, *, timeout: float = 5.0) -> Engine:
     url = normalize_url(url)
     parsed = parse_url(url)
     backend = parsed.get_backend_name()
+    if backend in ("mysql", "mariadb") and not parsed.database:
+        raise ConfigError(f"database URL {redact_url(url)!r} names no database: add it, as in mysql://user@host/DBNAME")
     kwargs: dict[str, Any] = {}
     if backend == "sqlite":
         kwargs["connect_args"] = {"timeout": 10.0}
