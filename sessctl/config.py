@@ -146,7 +146,7 @@ def load_reporting(
     path = config or env.get(ENV["config"]) or None
     from_file = _read_file(path or DEFAULT_CONFIG, required=bool(path), secrets=secrets)
     from_env, env_names = _from_environment(
-        env, secret=secrets and not secret_key_file and "secret_key" not in given
+        env, secret=not secret_key_file and "secret_key" not in given, files=secrets
     )
     if secret_key_file and secrets:
         given = {**_read_secret_file(secret_key_file, "--secret-key-file"), **given}
@@ -169,7 +169,9 @@ def load_reporting(
         raise ConfigError(str(exc)) from None
 
 
-def _from_environment(env: Mapping[str, str], *, secret: bool = True) -> tuple[dict[str, Any], dict[str, str]]:
+def _from_environment(
+    env: Mapping[str, str], *, secret: bool = True, files: bool = True
+) -> tuple[dict[str, Any], dict[str, str]]:
     """The settings the environment gives, and the variable each came from (the secret key only
     if ``secret``: an argument that gives it leaves a broken variable unread, as it always did)."""
     values: dict[str, Any] = {}
@@ -181,9 +183,10 @@ def _from_environment(env: Mapping[str, str], *, secret: bool = True) -> tuple[d
     if not secret:
         pass
     elif env.get(ENV["secret_key_file"]):
-        secret = _read_secret_file(env[ENV["secret_key_file"]], ENV["secret_key_file"])
-        values.update(secret)
-        names.update(dict.fromkeys(secret, ENV["secret_key_file"]))
+        if files:  # work that needs no key does not read (or fail on) its file
+            secret = _read_secret_file(env[ENV["secret_key_file"]], ENV["secret_key_file"])
+            values.update(secret)
+            names.update(dict.fromkeys(secret, ENV["secret_key_file"]))
     elif env.get(ENV["secret_key"]):
         values["secret_key"], names["secret_key"] = env[ENV["secret_key"]], ENV["secret_key"]
     if env.get(ENV["secret_key_fallbacks"]):
