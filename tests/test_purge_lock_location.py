@@ -101,3 +101,20 @@ def test_a_writable_folder_keeps_the_lock_beside_the_database(tmp_path):
     assert r.returncode == 0, r.stderr
     lock = Path(json.loads(r.stdout)["lock"])
     assert lock.parent == tmp_path and lock.name.startswith("sessions.db.")
+    assert "not writable" not in r.stderr
+
+
+def test_a_relative_database_url_names_the_lock_by_its_absolute_path(tmp_path):
+    """sqlite:///sessions.db (the default shape) in a writable folder: no 'not writable' note,
+    and the lock the JSON names is absolute, like the database it names."""
+    store = SessionStore(Settings(database_url=f"sqlite:///{tmp_path / 'sessions.db'}"))
+    store.create_table()
+    store.close()
+    r = subprocess.run(
+        [sys.executable, "-m", "sessctl", "--db", "sqlite:///sessions.db", "purge", "--expired", "--json"],
+        cwd=tmp_path, env={"PATH": "/usr/bin:/bin", "LANG": "C.UTF-8"}, capture_output=True, text=True, timeout=120,
+    )
+    assert r.returncode == 0, r.stderr
+    assert "not writable" not in r.stderr
+    lock = Path(json.loads(r.stdout)["lock"])
+    assert lock.is_absolute() and lock.parent == tmp_path and lock.exists()

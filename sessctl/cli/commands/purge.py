@@ -191,6 +191,7 @@ def _lock_note(app, store) -> str | None:
         return None
     from sessctl.db import sqlite_path
 
+    lock = os.path.abspath(lock)  # a relative database URL gives a relative lock path
     folder = os.path.dirname(os.path.abspath(sqlite_path(app.settings.database_url) or "."))
     if os.path.dirname(lock) != folder:
         app.say(f"note: the database's folder {folder} is not writable by this user; the purge lock is {lock}")
