@@ -102,3 +102,27 @@ def test_bash_script_end_to_end(tmp_path):
     out = subprocess.run(["bash", "--norc", "-c", line], capture_output=True, text=True, env=env, timeout=60)
     assert out.returncode == 0, out.stderr
     assert out.stdout.split() == ["--expired"]
+
+
+@pytest.mark.skipif(shutil.which("bash") is None, reason="needs bash")
+def test_bash_completes_keys_after_a_url_bash_split_at_its_colon(store, tmp_path):
+    """Bash splits ``--db sqlite:///x.db`` at ':' (COMP_WORDBREAKS): keys must complete anyway.
+    A real bash builds COMP_WORDS from a real line, as it does on <TAB>."""
+    scripts = os.path.dirname(sys.executable)
+    if not os.path.exists(os.path.join(scripts, "sessctl")):
+        pytest.skip("the sessctl script is not installed next to this Python")
+    keys = sorted(save(store, None, {"n": i}) for i in range(2))
+    url, table = store.settings.database_url, store.settings.table
+    typed = f"sessctl --db={url} --table {table} show {keys[0][:5]}"
+    line = (
+        f"source {ROOT / 'completions' / 'sessctl.bash'}; "
+        # What bash does on <TAB>: split the line at blanks and at COMP_WORDBREAKS.
+        f"COMP_LINE='{typed}'; COMP_POINT=${{#COMP_LINE}}; "
+        "read -ra _w <<< \"$(sed -E 's/([:=])/ \\1 /g' <<< \"$COMP_LINE\")\"; "
+        "COMP_WORDS=(\"${_w[@]}\"); COMP_CWORD=$(( ${#COMP_WORDS[@]} - 1 )); "
+        '_sessctl_completion sessctl; printf "%s\\n" "${COMPREPLY[@]}"'
+    )
+    env = {**os.environ, "PATH": f"{scripts}{os.pathsep}{os.environ.get('PATH', '')}"}
+    out = subprocess.run(["bash", "--norc", "-c", line], capture_output=True, text=True, env=env, timeout=60)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.split() == [keys[0]]

@@ -2,9 +2,50 @@
 
 from __future__ import annotations
 
+import os
+
 import click
+from click.shell_completion import BashComplete, add_completion_class, split_arg_string
 
 SHELLS = ("bash", "zsh", "fish")
+
+# Characters of bash's COMP_WORDBREAKS that split one argument into several words.
+_BREAKS = frozenset(":=")
+
+
+class URLAwareBashComplete(BashComplete):
+    """Bash completion that sees ``--db sqlite:///x.db`` as one argument.
+
+    Bash splits words at every character of ``COMP_WORDBREAKS`` (``:`` and ``=`` by default), so
+    the command receives ``--db sqlite : ///x.db``: click then takes ``sqlite`` for the URL and
+    ``:`` for the command, and no key completes. No argument of sessctl is a bare ``:`` or
+    ``=``, so such a word is glued back to its neighbours before click reads the line.
+    """
+
+    def get_completion_args(self) -> tuple[list[str], str]:
+        words = split_arg_string(os.environ["COMP_WORDS"])
+        cword = int(os.environ["COMP_CWORD"])
+        words += [""] * (cword + 1 - len(words))  # the word being typed may be empty
+        merged: list[str] = []
+        glue = False
+        for index, word in enumerate(words):
+            if word and set(word) <= _BREAKS and merged and index <= cword:
+                merged[-1] += word
+                glue = True
+            elif glue and index <= cword:
+                merged[-1] += word
+                glue = False
+            else:
+                merged.append(word)
+                glue = False
+            if index == cword:
+                break
+        return merged[1:-1], merged[-1]
+
+
+def register() -> None:
+    """Use :class:`URLAwareBashComplete` for ``_SESSCTL_COMPLETE=bash_*``."""
+    add_completion_class(URLAwareBashComplete, "bash")
 
 
 @click.command()
