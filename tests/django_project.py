@@ -82,7 +82,6 @@ def make_project(
     custom = table != "django_session"
     session_engine = "proj.sessions" if custom else ENGINES.get(engine, engine)
     settings = f"""\
-        {shim}
         SECRET_KEY = {secret!r}
         SECRET_KEY_FALLBACKS = {list(fallbacks)!r}
         DEBUG = False
@@ -96,7 +95,7 @@ def make_project(
         SESSION_ENGINE = {session_engine!r}
         CACHES = {caches or {"default": {"BACKEND": "django.core.cache.backends.locmem.LocMemCache"}}!r}
         """
-    (pkg / "settings.py").write_text(textwrap.dedent(settings) + textwrap.dedent(extra))
+    (pkg / "settings.py").write_text(shim + textwrap.dedent(settings) + textwrap.dedent(extra))
     models = ""
     if custom:
         models = f"""\

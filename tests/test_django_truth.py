@@ -51,7 +51,7 @@ def test_set_life_for_django_writes_no_marker_and_warns_about_requests_in_flight
     assert "in flight" in said and "delete" in said  # only delete is a dependable forced logout
     seen = django(site, "load", "--key", key)
     assert set(seen["data"]) == {"user", "_session_expiry"}
-    assert 7190 <= seen["expiry_age"] <= 7200
+    assert 7140 <= seen["expiry_age"] <= 7200
 
 
 def test_an_idle_limit_beside_a_deadline_is_refused_for_django(site, run):
@@ -72,4 +72,5 @@ def test_show_and_list_never_report_a_limit_django_does_not_enforce(site, run):
     assert theirs["kind"] == "absolute" and "idle_seconds" not in theirs
     listed = json.loads(run("django", "list", "--json").stdout)
     assert [i["lifetime"] for i in listed] == [theirs]
-    assert "idle" not in run("django", "show", key).stdout
+    said = [line for line in run("django", "show", key).stdout.splitlines() if line.startswith("lifetime")]
+    assert len(said) == 1 and "idle" not in said[0]
