@@ -146,7 +146,8 @@ def _read_settings(module: str) -> dict[str, Any]:
 
 def _engine_table(django, s, engine: str, where: str) -> tuple[str, Project]:
     alias = getattr(s, "SESSION_CACHE_ALIAS", "default")
-    prefix = BUILTIN + "cached_db"
+    from django.contrib.sessions.backends.cached_db import KEY_PREFIX as prefix
+
     if engine == BUILTIN + "db":
         return "django_session", Project(engine, False, None, None)
     if engine == BUILTIN + "cached_db":
