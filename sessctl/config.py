@@ -1,15 +1,18 @@
 """Settings: one immutable object that the app and the command line both build.
 
 ``Settings.load()`` reads the same sources as the ``sessctl`` command, in the
-same order (argument > a TOML file named explicitly > environment > a TOML file
-found through ``$SESSCTL_CONFIG`` or ``./sessctl.toml`` > default), so an app and
-its cron job share one ``sessctl.toml``::
+same order (argument > a TOML file named explicitly > environment > the Django
+settings module, when one is named > a TOML file found through ``$SESSCTL_CONFIG``
+or ``./sessctl.toml`` > default), so an app and its cron job share one
+``sessctl.toml``::
 
     db = "postgresql://app@db.internal/app"   # or database_url
     table = "django_session"
     secret_key_file = "/etc/app/secret_key"   # first line: the key; more lines: fallbacks
     cookie_age = 1209600
     expire_at_browser_close = false
+    time_zone = "Europe/Paris"                # only for a Django project with USE_TZ = False
+    # django_settings = "mysite.settings"     # or read all of it from the project (sessctl.djangoconf)
 
 Relative paths in the file (``secret_key_file``, a SQLite database) are taken
 relative to the file's own folder, so cron and the app agree whatever their
@@ -38,7 +41,11 @@ ENV = {
     "secret_key": "SESSCTL_SECRET_KEY",
     "secret_key_fallbacks": "SESSCTL_SECRET_KEY_FALLBACKS",
     "config": "SESSCTL_CONFIG",
+    "time_zone": "SESSCTL_TIME_ZONE",
+    "django_settings": "SESSCTL_DJANGO_SETTINGS",
+    "app": "SESSCTL_APP",
 }
+APPS = ("sessctl", "django")
 _TABLE_RE = re.compile(r"^[A-Za-z_][A-Za-z0-9_]{0,62}$")
 _SAMESITE = {"lax": "Lax", "strict": "Strict", "none": "None"}
 
@@ -73,6 +80,12 @@ class Settings:
     truncate_ip: bool = False
     max_sessions_per_user: int | None = None
     on_max_sessions: str = "evict"
+    # None: naive times are UTC and deadlines are written aware (Django's USE_TZ = True). A zone
+    # name: Django's USE_TZ = False with that TIME_ZONE (naive wall times; see sessctl.tz).
+    time_zone: str | None = None
+    # Which app serves the table: sessctl's runtime, or Django (implied by django_settings).
+    app: str = "sessctl"
+    django_settings: str | None = None
 
     def __post_init__(self) -> None:
         from . import usersettings
@@ -84,6 +97,15 @@ class Settings:
             if not isinstance(getattr(self, name), bool):
                 raise ConfigError(f"{name} must be true or false, not {getattr(self, name)!r}")
         usersettings.check(self)
+        if self.time_zone is not None:
+            from .tz import UnknownTimeZone, zone
+
+            try:
+                zone(str(self.time_zone))
+            except UnknownTimeZone as exc:
+                raise ConfigError(str(exc)) from None
+        if self.app not in APPS:
+            raise ConfigError(f"app must be sessctl or django, not {self.app!r}")
 
     def __repr__(self) -> str:
         shown = ", ".join(
@@ -151,7 +173,18 @@ def load_reporting(
     if secret_key_file and secrets:
         given = {**_read_secret_file(secret_key_file, "--secret-key-file"), **given}
 
-    values = {**from_env, **from_file} if explicit else {**from_file, **from_env}
+    # A Django project's own settings (sessctl.djangoconf): below the environment and a file named
+    # explicitly, above a file found on the way.
+    module = given.get("django_settings") or from_env.get("django_settings") or from_file.get("django_settings")
+    from_django: dict[str, Any] = {}
+    if module:
+        from .djangoconf import read
+
+        from_django = {**read(str(module)), "django_settings": str(module), "app": "django"}
+    if explicit:
+        values = {**from_django, **from_env, **from_file}
+    else:
+        values = {**from_file, **from_django, **from_env}
     values.update(given)
     where = f"the config file {str(path or DEFAULT_CONFIG)!r}"
     conflicts = []
@@ -176,7 +209,7 @@ def _from_environment(
     if ``secret``: an argument that gives it leaves a broken variable unread, as it always did)."""
     values: dict[str, Any] = {}
     names: dict[str, str] = {}
-    for name in ("database_url", "table"):
+    for name in ("database_url", "table", "time_zone", "app", "django_settings"):
         if env.get(ENV[name]):
             values[name], names[name] = env[ENV[name]], ENV[name]
     # The secret: a file, or the key itself.

@@ -17,7 +17,7 @@ import sys
 from typing import Any
 from urllib.parse import quote, urlencode
 
-from sessctl.config import ConfigError
+from .errors import ConfigError
 
 BUILTIN = "django.contrib.sessions.backends."
 REFUSED = {

@@ -43,7 +43,13 @@ class FastPath:
         "wal", "_engine", "_translate", "_idle", "_packet", "__weakref__",
     )
 
-    def __init__(self, engine: Engine, table: str, translate: Callable[[sa_exc.DBAPIError], StoreError]) -> None:
+    def __init__(
+        self,
+        engine: Engine,
+        table: str,
+        translate: Callable[[sa_exc.DBAPIError], StoreError],
+        time_zone: str | None = None,
+    ) -> None:
         dialect = engine.dialect
         self._engine = engine
         self._translate = translate
@@ -79,7 +85,13 @@ class FastPath:
         self.put = f"UPDATE {t} SET {data} = {p}, {exp} = {p} WHERE {key} = {k}"
         # The same conversions as model.UTCDateTime, without its per-call dispatch.
         # A value that does not convert (a row written by hand) goes the slow, forgiving way.
-        if dialect.name == "sqlite":
+        if time_zone is not None:  # a project's naive wall times (sessctl.tz)
+            from .tz import zone
+
+            z, name = zone(time_zone), dialect.name
+            self.bind = lambda dt: z.bind(dt, name)
+            self.result = _forgiving(lambda v: z.result(v, name), time_zone)
+        elif dialect.name == "sqlite":
             self.bind = lambda dt: str(dt.astimezone(UTC).replace(tzinfo=None))
             self.result = _forgiving(lambda v: datetime.fromisoformat(v).replace(tzinfo=UTC))
         elif dialect.name in ("mysql", "mariadb"):
@@ -260,12 +272,12 @@ def _size(params: tuple) -> int:
     return sum(len(p) for p in params if isinstance(p, (str, bytes)))
 
 
-def _forgiving(convert: Callable[[Any], datetime]) -> Callable[[Any], datetime]:
+def _forgiving(convert: Callable[[Any], datetime], time_zone: str | None = None) -> Callable[[Any], datetime]:
     def result(value: Any) -> datetime:
         try:
             return convert(value)
         except (ValueError, TypeError, AttributeError, OverflowError):
-            return read_datetime(value)
+            return read_datetime(value, time_zone)
 
     return result
 

@@ -5,7 +5,8 @@ on MySQL/MariaDB), ``expire_date`` (SQLite: ``datetime`` holding naive UTC
 text ``YYYY-MM-DD HH:MM:SS[.ffffff]``; PostgreSQL: ``timestamp with time
 zone``; MySQL/MariaDB: ``datetime(6)`` naive UTC), and an index on
 ``expire_date`` named as Django names it. Every timestamp is bound from
-Python in UTC, so no result depends on the server's or host's time zone.
+Python in UTC (or, for a project with USE_TZ = False, in its ``time_zone``:
+see sessctl.tz), so no result depends on the server's or host's time zone.
 """
 
 from __future__ import annotations
@@ -16,6 +17,8 @@ from functools import lru_cache
 
 from sqlalchemy import Column, MetaData, String, Table, Text
 from sqlalchemy.types import TypeDecorator, UserDefinedType
+
+from .tz import zone
 
 UTC = timezone.utc
 
@@ -30,10 +33,18 @@ class _SQLiteDateTimeText(UserDefinedType):
 
 
 class UTCDateTime(TypeDecorator):
-    """An aware UTC datetime in Python, Django's representation in each database."""
+    """An aware datetime in Python, Django's representation in each database.
+
+    ``time_zone`` is ``Settings.time_zone``: None stores UTC (USE_TZ = True); a zone name
+    stores that zone's wall time where Django stores naive times (see sessctl.tz).
+    """
 
     impl = String
     cache_ok = True
+
+    def __init__(self, time_zone: str | None = None):
+        super().__init__()
+        self.time_zone = time_zone
 
     def load_dialect_impl(self, dialect):
         # Dialect packages are imported here, not at module level: each costs
@@ -55,37 +66,27 @@ class UTCDateTime(TypeDecorator):
     def process_bind_param(self, value, dialect):
         if value is None:
             return None
-        if value.tzinfo is None:
-            raise ValueError("expire_date must be an aware datetime")
-        value = value.astimezone(UTC)
-        if dialect.name == "sqlite":
-            return str(value.replace(tzinfo=None))  # Django's text: fraction only when non-zero
-        if dialect.name in ("mysql", "mariadb"):
-            return value.replace(tzinfo=None)
-        return value
+        return zone(self.time_zone).bind(value, dialect.name)
 
     def process_result_value(self, value, dialect):
-        return read_datetime(value)
+        return read_datetime(value, self.time_zone, dialect.name)
 
 
 # What an unreadable stored expire_date means: long expired (so purge and the runtime agree it is dead).
 UNREADABLE_DATE = datetime(1, 1, 1, tzinfo=UTC)
 
 
-def read_datetime(value: object) -> datetime:
-    """A stored ``expire_date`` as an aware UTC datetime; one that cannot be read is long expired.
+def read_datetime(value: object, time_zone: str | None = None, dialect: str = "") -> datetime:
+    """A stored ``expire_date`` as an aware datetime (UTC, or wall time in ``time_zone``: see
+    sessctl.tz); one that cannot be read is long expired.
 
     A row written by hand or by another program (SQLite's column holds any text; MariaDB may
     hand back a zero date) must not break every query that reads the table.
     """
     try:
-        if isinstance(value, str):
-            value = datetime.fromisoformat(value)
-        if not isinstance(value, datetime):
+        if not isinstance(value, (str, datetime)):
             return UNREADABLE_DATE
-        if value.tzinfo is None:
-            return value.replace(tzinfo=UTC)
-        return value.astimezone(UTC)
+        return zone(time_zone).result(value, dialect)
     except (ValueError, TypeError, OverflowError):
         return UNREADABLE_DATE
 
@@ -104,20 +105,22 @@ class SessionText(TypeDecorator):
         return dialect.type_descriptor(Text())
 
 
-def session_table(name: str = "django_session", metadata: MetaData | None = None) -> Table:
+def session_table(
+    name: str = "django_session", metadata: MetaData | None = None, time_zone: str | None = None
+) -> Table:
     """The SQLAlchemy Core table for a session table called ``name``."""
     return Table(
         name,
         metadata if metadata is not None else MetaData(),
         Column("session_key", String(40), primary_key=True),
         Column("session_data", SessionText(), nullable=False),
-        Column("expire_date", UTCDateTime(), nullable=False),
+        Column("expire_date", UTCDateTime(time_zone), nullable=False),
     )
 
 
 @lru_cache(maxsize=32)
-def cached_table(name: str) -> Table:
-    return session_table(name)
+def cached_table(name: str, time_zone: str | None = None) -> Table:
+    return session_table(name, time_zone=time_zone)
 
 
 def django_index_name(table: str, columns: tuple[str, ...], suffix: str = "", max_length: int = 200) -> str:

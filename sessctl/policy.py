@@ -27,7 +27,11 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta, timezone
 from typing import Any, Protocol
 
+from .tz import Zone
+from .tz import zone as tz_zone
+
 UTC = timezone.utc
+AWARE = tz_zone(None)
 EXPIRY_KEY = "_session_expiry"
 # Set by the command line when it changes a lifetime; the runtime sees it on
 # the next load, re-sends the cookie so the browser matches, and drops it.
@@ -74,6 +78,11 @@ class PolicySettings(Protocol):
     expire_at_browser_close: bool
 
 
+def zone_of(settings: Any) -> Zone:
+    """The Zone of a settings object (one without ``time_zone``: aware UTC)."""
+    return tz_zone(getattr(settings, "time_zone", None))
+
+
 def utcnow() -> datetime:
     return datetime.now(UTC)
 
@@ -96,21 +105,25 @@ class Lifetime:
     seconds: int | float | None = None  # idle timeout (kind idle, or absolute with an idle limit too)
     deadline: datetime | None = None  # absolute, aware UTC
 
-    def stored(self) -> Any:
-        """The value to keep under ``_session_expiry`` (None: remove the key)."""
+    def stored(self, zone: Zone | None = None) -> Any:
+        """The value to keep under ``_session_expiry`` (None: remove the key).
+
+        A deadline is written as the app writes one: aware UTC, or naive wall time in the
+        ``zone`` of a project with USE_TZ = False.
+        """
         if self.kind == BROWSER_CLOSE:
             return 0
         if self.kind == IDLE:
             return self.seconds
         if self.kind == ABSOLUTE:
             assert self.deadline is not None
-            return self.deadline.isoformat()
+            return (zone or AWARE).deadline_text(self.deadline)
         return None
 
-    def apply(self, data: dict[str, Any]) -> bool:
+    def apply(self, data: dict[str, Any], zone: Zone | None = None) -> bool:
         """Write this lifetime into session data; True if the data changed."""
         before = (data.get(EXPIRY_KEY, _ABSENT), data.get(IDLE_KEY, _ABSENT))
-        stored = self.stored()
+        stored = self.stored(zone)
         if stored is None:
             data.pop(EXPIRY_KEY, None)
         else:
@@ -126,7 +139,7 @@ class Lifetime:
         if self.kind == IDLE:
             out["seconds"] = self.seconds
         elif self.kind == ABSOLUTE and self.deadline is not None:
-            out["deadline"] = self.deadline.isoformat()
+            out["deadline"] = self.deadline.astimezone(UTC).isoformat()
             if self.seconds is not None:
                 out["idle_seconds"] = self.seconds
         return out
@@ -135,7 +148,7 @@ class Lifetime:
         if self.kind == IDLE:
             return f"idle timeout {format_seconds(self.seconds or 0)}"
         if self.kind == ABSOLUTE and self.deadline is not None:
-            text = f"absolute, until {self.deadline.isoformat(sep=' ', timespec='seconds')[:19]} UTC"
+            text = f"absolute, until {self.deadline.astimezone(UTC).isoformat(sep=' ', timespec='seconds')[:19]} UTC"
             if self.seconds is not None:
                 text += f", or after {format_seconds(self.seconds)} idle"
             return text
@@ -156,18 +169,19 @@ def _positive_seconds(value: Any) -> int | float | None:
     return value
 
 
-def lifetime_of(data: dict[str, Any]) -> Lifetime:
+def lifetime_of(data: dict[str, Any], zone: Zone | None = None) -> Lifetime:
     """Read a session's lifetime from its decoded data, as Django would.
 
-    Values Django could not have written (an unparseable string, a list...)
-    fall back to the global policy rather than failing the request.
+    A naive deadline is wall time in ``zone`` (UTC by default). Values Django
+    could not have written (an unparseable string, a list...) fall back to the
+    global policy rather than failing the request.
     """
     value = data.get(EXPIRY_KEY)
     if value is None:
         return DEFAULT_LIFETIME
     if isinstance(value, str):
         try:
-            deadline = as_utc(datetime.fromisoformat(value))
+            deadline = (zone or AWARE).parse_deadline(value)
         except ValueError:
             return DEFAULT_LIFETIME
         return Lifetime(ABSOLUTE, seconds=_positive_seconds(data.get(IDLE_KEY)), deadline=deadline)
@@ -181,7 +195,7 @@ def lifetime_of(data: dict[str, Any]) -> Lifetime:
     return DEFAULT_LIFETIME
 
 
-def requested(value: Any, *, idle: Any = False, now: datetime | None = None) -> Lifetime:
+def requested(value: Any, *, idle: Any = False, now: datetime | None = None, zone: Zone | None = None) -> Lifetime:
     """Turn a ``set_life`` argument into a Lifetime (raising on nonsense).
 
     ``None``: the global policy. ``TILL_BROWSER_CLOSE``: browser close.
@@ -189,11 +203,13 @@ def requested(value: Any, *, idle: Any = False, now: datetime | None = None) -> 
     idle timeout of that many seconds with ``idle=True``. A datetime: that
     deadline. ``idle=`` a duration together with a deadline gives both
     limits (OWASP's idle + absolute); the earlier one wins. Zero, negative or
-    non-finite durations raise ``ValueError``.
+    non-finite durations raise ``ValueError``. ``now`` is the app's clock
+    (wall time in ``zone`` under USE_TZ = False, where durations are added in
+    wall time as Django adds them); a naive datetime is read in ``zone``.
     """
     if idle is not False and idle is not True:
         idle_seconds = _duration_seconds(idle, "idle")
-        deadline = requested(value, now=now)
+        deadline = requested(value, now=now, zone=zone)
         if deadline.kind != ABSOLUTE:
             raise ValueError("an idle limit can only be combined with a deadline (seconds, timedelta or datetime)")
         return Lifetime(ABSOLUTE, seconds=idle_seconds, deadline=deadline.deadline)
@@ -205,11 +221,12 @@ def requested(value: Any, *, idle: Any = False, now: datetime | None = None) -> 
         if idle:
             raise ValueError("TILL_BROWSER_CLOSE cannot be an idle timeout")
         return Lifetime(BROWSER_CLOSE)
-    now = utcnow() if now is None else as_utc(now)
+    z = zone or AWARE
+    now = z.now(utcnow()) if now is None else z.local(now)
     if isinstance(value, datetime):
         if idle:
             raise ValueError("an idle timeout is a duration, not a datetime")
-        deadline = as_utc(value)
+        deadline = z.local(value)
         if deadline <= now:
             raise ValueError(f"the deadline {deadline.isoformat()} is not in the future")
         return Lifetime(ABSOLUTE, deadline=deadline)
@@ -256,9 +273,14 @@ class Expiry:
 
 
 def compute(settings: PolicySettings, data: dict[str, Any], now: datetime | None = None) -> Expiry:
-    """The one function that decides a session's expiry at a save made at ``now``."""
-    now = utcnow() if now is None else as_utc(now)
-    lifetime = lifetime_of(data)
+    """The one function that decides a session's expiry at a save made at ``now``.
+
+    ``now`` is the app's clock (see SessionStore.now): under USE_TZ = False the zone's wall
+    time, so that durations are added as Django adds them.
+    """
+    z = zone_of(settings)
+    now = z.now(utcnow()) if now is None else z.local(now)
+    lifetime = lifetime_of(data, z)
     kind = lifetime.kind
     if kind == ABSOLUTE:
         assert lifetime.deadline is not None
@@ -281,7 +303,7 @@ def compute(settings: PolicySettings, data: dict[str, Any], now: datetime | None
     age = max(min(age, MAX_LIFETIME), -MAX_LIFETIME)
     if ends_with_browser(kind, settings):
         return Expiry(expire_date, None, None, lifetime)
-    return Expiry(expire_date, age, _add(now, age), lifetime)
+    return Expiry(expire_date, age, _add(now.astimezone(UTC), age), lifetime)  # the cookie: a real instant
 
 
 def ends_with_browser(kind: str, settings: PolicySettings) -> bool:

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import random
 import secrets
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from datetime import datetime, timezone
 from typing import Any
 
@@ -38,14 +38,31 @@ def iso(moment: datetime) -> str:
     return moment.astimezone(timezone.utc).isoformat()
 
 
-def row_summary(row: Any, now: datetime, user_key: str | None = None) -> dict[str, Any]:
+def lifetime_reader(zone: Any = None, *, django: bool = False) -> Callable[[dict[str, Any]], dict[str, Any]]:
+    """data -> its lifetime as JSON, as the serving app reads it: a naive deadline in ``zone``
+    (sessctl.tz); for a Django app without the idle limit sessctl's runtime keeps beside a
+    deadline (``_sessctl_idle``): Django's next save drops it, so it is not reported."""
+
+    def read(data: dict[str, Any]) -> dict[str, Any]:
+        out = lifetime_of(data, zone).to_json()
+        if django:
+            out.pop("idle_seconds", None)
+        return out
+
+    return read
+
+
+def row_summary(
+    row: Any, now: datetime, user_key: str | None = None,
+    read: Callable[[dict[str, Any]], dict[str, Any]] | None = None,
+) -> dict[str, Any]:
     """What ``list`` shows of a row; the lifetime (and user, given ``user_key``) read without verifying."""
     from .userindex import user_of
 
     data = None
     try:
         data = decode_unverified(row.session_data)
-        lifetime = lifetime_of(data).to_json()
+        lifetime = (read or lifetime_reader())(data)
     except Exception:  # any undecodable value, however malformed
         lifetime = {"kind": UNREADABLE}
     out = {
@@ -60,7 +77,7 @@ def row_summary(row: Any, now: datetime, user_key: str | None = None) -> dict[st
     return out
 
 
-def kinds_of(values: Iterable[str]) -> tuple[dict[str, int], int]:
+def kinds_of(values: Iterable[str], *, django: bool = False) -> tuple[dict[str, int], int]:
     """Count stored values by lifetime kind (read unverified), and the deadlines that carry an idle limit too."""
     kinds = dict.fromkeys(KINDS, 0)
     with_idle = 0
@@ -71,7 +88,7 @@ def kinds_of(values: Iterable[str]) -> tuple[dict[str, int], int]:
             kinds[UNREADABLE] += 1
             continue
         kinds[lifetime.kind] += 1
-        if lifetime.kind == ABSOLUTE and lifetime.deadline is not None and lifetime.seconds is not None:
+        if lifetime.kind == ABSOLUTE and lifetime.deadline is not None and lifetime.seconds is not None and not django:
             with_idle += 1
     return kinds, with_idle
 
@@ -127,13 +144,14 @@ def oldest_expired_age(store: Any, now: datetime) -> float:
     return 0.0 if oldest is None else max(0.0, round((now - oldest).total_seconds(), 3))
 
 
-def stats(store: Any, *, sample: int | None = None) -> dict[str, Any]:
+def stats(store: Any, *, sample: int | None = None, django: bool = False) -> dict[str, Any]:
     """Counts by state, lifetime kind, expiry window and histogram, and disk space (``sessctl stats --json``).
 
     Totals, expiry windows and the histogram are exact: counts over ranges of
     the expire_date index, in one statement. Lifetime kinds live in the
     encoded data, so they are read row by row: above ``sample`` live
     sessions from a random sample of that size (see ``SessionStore.live_data``).
+    With ``django``, an idle limit beside a deadline is not counted: Django does not keep it.
     """
     from .space import space
 
@@ -147,10 +165,10 @@ def stats(store: Any, *, sample: int | None = None) -> dict[str, Any]:
 
     sampled = None
     if sample is None or active <= sample:
-        kinds, with_idle = kinds_of(live_data(store, now))
+        kinds, with_idle = kinds_of(live_data(store, now), django=django)
     else:
         values = live_data(store, now, sample=sample)
-        kinds, with_idle = kinds_of(values)
+        kinds, with_idle = kinds_of(values, django=django)
         sampled = len(values)
         scale = active / max(sampled, 1)
         kinds = {k: round(n * scale) for k, n in kinds.items()}

@@ -253,8 +253,9 @@ class Session(MutableMapping):
 
         Zero or negative durations raise ``ValueError``.
         """
-        lifetime = policy.requested(value, idle=idle, now=self._store.now())
-        if lifetime.apply(self._session):
+        store = self._store
+        lifetime = policy.requested(value, idle=idle, now=store.now(), zone=store.zone)
+        if lifetime.apply(self._session, store.zone):
             self.modified = True
 
     def set_expiry(self, value: Any) -> None:
@@ -270,7 +271,7 @@ class Session(MutableMapping):
 
     @property
     def lifetime(self) -> policy.Lifetime:
-        return policy.lifetime_of(self._session)
+        return policy.lifetime_of(self._session, self._store.zone)
 
     def _expiry_now(self) -> policy.Expiry:
         return policy.compute(self._store.settings, self._session, self._store.now())
@@ -285,7 +286,7 @@ class Session(MutableMapping):
 
     def get_expiry_date(self) -> datetime:
         """When the session would expire on the server if it were saved now (aware UTC)."""
-        return self._expiry_now().expire_date
+        return self._expiry_now().expire_date.astimezone(policy.UTC)
 
     def get_expire_at_browser_close(self) -> bool:
         return self._expiry_now().max_age is None

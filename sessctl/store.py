@@ -34,7 +34,7 @@ from sqlalchemy import exc as sa_exc
 from sqlalchemy.engine import Engine
 
 from . import codec as codecs
-from . import policy
+from . import policy, tz
 from .config import Settings
 from .db import file_missing, make_engine, redact_url, sqlite_path, table_missing, translate
 from .errors import Conflict, ConfigError, DatabaseUnavailable, SessionGone, StoreError, TableMissing
@@ -86,7 +86,8 @@ class SessionStore(UserRows):
 
     def __init__(self, settings: Settings, *, engine: Engine | None = None, clock: Callable[[], datetime] | None = None):
         self.settings = settings
-        self.table = cached_table(settings.table)
+        self.table = cached_table(settings.table, settings.time_zone)
+        self.zone = tz.zone(settings.time_zone)
         self._engine = engine
         self._codec: codecs.Codec | None = None
         self._fastpath: FastPath | None = None
@@ -119,7 +120,10 @@ class SessionStore(UserRows):
         return self._codec
 
     def now(self) -> datetime:
-        return self.clock()
+        """The app's clock: aware UTC, or wall time in ``time_zone`` (see sessctl.tz)."""
+        if not self.zone.naive:
+            return self.clock()
+        return self.zone.now(self.clock(), self.dialect)
 
     def close(self) -> None:
         """Close every connection this store holds (the store can still be used after)."""
@@ -138,7 +142,7 @@ class SessionStore(UserRows):
             )
             from .fastpath import FastPath
 
-            fast = self._fastpath = FastPath(self.engine, self.settings.table, translator)
+            fast = self._fastpath = FastPath(self.engine, self.settings.table, translator, self.settings.time_zone)
         return fast
 
     @contextlib.contextmanager

@@ -52,9 +52,11 @@ SECRET_HINT = (
 class App:
     """Built by the root group from the global options; opens the database lazily."""
 
-    def __init__(self, ctx: click.Context, *, db, table, secret_key_file, config, debug, quiet):
+    def __init__(self, ctx: click.Context, *, db, table, secret_key_file, config, debug, quiet,
+                 time_zone=None, django_settings=None, app=None):
         self.ctx = ctx
-        self.options = {"database_url": db, "table": table}
+        self.options = {"database_url": db, "table": table, "time_zone": time_zone,
+                        "django_settings": django_settings, "app": app}
         self.secret_key_file = secret_key_file
         self.config = config
         self.debug = debug
@@ -94,9 +96,13 @@ class App:
                 self.say(line)
         if self.debug:
             secret = "set" if settings.secret_key else ("not set" if secrets else "not read (not needed yet)")
+            zone = "UTC, deadlines aware (USE_TZ = True)" if settings.time_zone is None else (
+                f"{settings.time_zone} wall time (USE_TZ = False)")
             self.say(
                 f"debug: database {redact(settings.database_url)}, table {settings.table}, "
-                f"secret key {secret} ({len(settings.secret_key_fallbacks)} fallback(s))",
+                f"secret key {secret} ({len(settings.secret_key_fallbacks)} fallback(s)), "
+                f"naive times {zone}, served by {settings.app}"
+                + (f" (settings {settings.django_settings})" if settings.django_settings else ""),
                 force=True,
             )
         return settings
@@ -117,6 +123,35 @@ class App:
             found.append(os.environ["SESSCTL_SECRET_KEY"])
         found += [k.strip() for k in os.environ.get("SESSCTL_SECRET_KEY_FALLBACKS", "").split(",") if k.strip()]
         return found
+
+    @property
+    def django(self) -> bool:
+        """True when a Django app serves the table (the command then says what Django does)."""
+        return self.settings.app == "django"
+
+    @cached_property
+    def read_lifetime(self):
+        """data -> the lifetime as JSON, as the serving app reads and enforces it."""
+        from sessctl import tz
+        from sessctl.reports import lifetime_reader
+
+        return lifetime_reader(tz.zone(self.settings.time_zone), django=self.django)
+
+    @cached_property
+    def _django_cache(self):
+        from sessctl import djangoconf
+
+        return djangoconf.cache_for(self.settings.django_settings)
+
+    def forget(self, keys) -> None:
+        """Drop Django's cache entries of these sessions (cached_db projects; else nothing)."""
+        if self._django_cache is not None:
+            self._django_cache.forget(keys)
+
+    @property
+    def caches_sessions(self) -> bool:
+        """True for a cached_db project: changes must reach Django's cache too."""
+        return self._django_cache is not None
 
     def store(self, *, check: bool = True):
         """The session store, closed with the command; ``check`` first makes sure the table is there."""

@@ -200,6 +200,8 @@ def _fields(info: dict[str, Any], now: datetime | None) -> list[tuple[str, str]]
             ("status", _status(info)),
             ("expires", f"{utc_text(exp)} ({relative(exp, now)})"),
         ]
+        if info.get("time_zone"):
+            fields.append(("stored as", f"{info['stored_expire_date']} {info['time_zone']} wall time (USE_TZ = False)"))
     fields.append(("lifetime", describe(info["lifetime"])))
     fields.append(("size", plural(info["size"], "byte")))
     if "user" in info:

@@ -111,16 +111,38 @@ def _stdout_gone() -> None:
     help="TOML config file; given here, it outranks the environment. "
     "[env: SESSCTL_CONFIG; default: ./sessctl.toml if present]",
 )
+@click.option(
+    "--time-zone",
+    metavar="NAME",
+    help="The project's TIME_ZONE when it runs Django with USE_TZ = False: naive times in the table and "
+    "in session deadlines are that zone's wall time. Leave unset for USE_TZ = True (naive times are UTC). "
+    "[env: SESSCTL_TIME_ZONE]",
+)
+@click.option(
+    "--django-settings",
+    metavar="MODULE",
+    help="Read the database, keys, SESSION_* settings, time zone and session table from this Django "
+    "settings module (imported as manage.py does, from the current folder); implies --app django. "
+    "Options and environment variables still win. [env: SESSCTL_DJANGO_SETTINGS]",
+)
+@click.option(
+    "--app",
+    "app_name",
+    type=click.Choice(["sessctl", "django"]),
+    help="The app that serves the table, so messages say what it will do. [env: SESSCTL_APP; default: "
+    "sessctl, or django with --django-settings]",
+)
 @click.option("--debug", is_flag=True, help="Show tracebacks and the settings in use (never the secret).")
 @click.option("-q", "--quiet", is_flag=True, help="Print no messages on stderr, only data and errors.")
 @click.version_option(__version__, "-V", "--version", prog_name="sessctl", message="%(prog)s %(version)s")
 @click.pass_context
-def cli(ctx, db, table, secret_key_file, config, debug, quiet):
+def cli(ctx, db, table, secret_key_file, config, time_zone, django_settings, app_name, debug, quiet):
     """Inspect and maintain a server-side session table (Django's format).
 
     Settings come from these options, then a --config file, then environment
-    variables, then a TOML file named by SESSCTL_CONFIG or ./sessctl.toml,
-    then defaults; a line on stderr says when a variable and a file disagree.
+    variables, then the Django settings module if one is named, then a TOML
+    file named by SESSCTL_CONFIG or ./sessctl.toml, then defaults; a line on
+    stderr says when a variable and a file disagree.
     Global options go before the command. Data goes to stdout; messages and
     progress go to stderr.
 
@@ -128,14 +150,16 @@ def cli(ctx, db, table, secret_key_file, config, debug, quiet):
     Exit codes:
       0  success
       1  the operation failed: no such session, database unreachable,
-         missing table, missing or wrong secret key, bad data, bad config
+         missing table, missing or wrong secret key, bad data, bad config,
+         a Django settings module that cannot be read (or no Django)
       2  bad usage: unknown command, option or argument, bad value
 
     \b
     Example:
       sessctl --db postgresql://app@db.internal/app list --expired
     """
-    ctx.obj = App(ctx, db=db, table=table, secret_key_file=secret_key_file, config=config, debug=debug, quiet=quiet)
+    ctx.obj = App(ctx, db=db, table=table, secret_key_file=secret_key_file, config=config, debug=debug, quiet=quiet,
+                  time_zone=time_zone, django_settings=django_settings, app=app_name)
 
 
 for command in (

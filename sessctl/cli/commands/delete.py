@@ -43,6 +43,7 @@ def delete(app, keys, user, keep, dry_run):
     store = app.store()
     keys = list(dict.fromkeys(keys))
     missing = [key for key in keys if not store.delete(key)]
+    app.forget(keys)  # cached_db: a key gone from the table may still be in Django's cache
     deleted = len(keys) - len(missing)
     if deleted or not missing:
         app.say(f"deleted {deleted} session{'' if deleted == 1 else 's'} from {where(app.settings)}")

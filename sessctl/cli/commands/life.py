@@ -19,18 +19,34 @@ def _change_life(app, key: str, mutate, what: str) -> None:
     app.codec(f"{what} re-signs the session data")
     store = app.store()
     try:
-        _data, expiry = store.update(key, mutate, resend=True)
+        # sessctl's runtime re-sends the cookie when it sees the marker; Django would keep it for good.
+        _data, expiry = store.update(key, lambda data: mutate(data, store), resend=not app.django)
     except BadSignature:
         raise click.ClickException(f"session {key}: the {bad_signature('; nothing was changed')}") from None
     except CodecError as exc:
         raise click.ClickException(
             f"session {key}: the data cannot be decoded ({exc}), so its lifetime cannot be changed; nothing was changed"
         ) from None
+    app.forget([key])  # cached_db: Django's next request reads the row, not its old cache entry
     left = format_seconds((expiry.expire_date - store.now()).total_seconds())
-    app.say(
-        f"session {key}: {expiry.lifetime.describe()}; the row now expires {utc_text(expiry.expire_date)} "
-        f"(in {left}); the app re-sends its cookie on the next request ({where(app.settings)})"
+    said = f"session {key}: {expiry.lifetime.describe()}; the row now expires {utc_text(expiry.expire_date)} (in {left})"
+    if not app.django:
+        app.say(f"{said}; the app re-sends its cookie on the next request ({where(app.settings)})")
+        return
+    cookie = "the browser keeps its current cookie until a request modifies the session; Django then sends one " + (
+        "that ends with the browser" if expiry.max_age is None else "that matches"
     )
+    app.say(
+        f"{said} ({where(app.settings)}); {cookie}. Note: a Django request already in flight may save over this change "
+        "(Django saves without checking); only `sessctl delete` is a dependable forced logout"
+    )
+
+
+def _refusal(message: str) -> click.ClickException:
+    """A usage refusal on one line (exit 2), without click's usage banner."""
+    exc = click.ClickException(message)
+    exc.exit_code = 2
+    return exc
 
 
 class _OptionalValueCommand(click.Command):
@@ -75,7 +91,8 @@ def set_life(app, key, duration, idle):
     save. With --idle LIMIT it has both limits: the deadline now + DURATION,
     and LIMIT after its last save; the earlier one wins. Rewrites the session
     data (re-signed: needs the secret key) and the row's expiry at once.
-    Django reads such a session and sees only the deadline.
+    Django reads such a session and sees only the deadline; with --app django
+    (or --django-settings) an idle limit beside a deadline is refused (exit 2).
 
     \b
     Example:
@@ -92,14 +109,20 @@ def set_life(app, key, duration, idle):
         duration, idle = idle, True
     if idle is None:
         idle = False
+    if idle is not True and idle is not False and app.django:
+        raise _refusal(
+            "Django keeps one lifetime per session, a deadline or an idle timeout, and its next save would drop "
+            f"the idle limit: choose `set-life {key} {format_seconds(duration)}` (a deadline) or "
+            f"`set-life {key} {format_seconds(idle)} --idle` (an idle timeout)"
+        )
     if idle is not True and idle is not False and idle >= duration:
         app.say(
             f"note: the idle limit ({format_seconds(idle)}) is not shorter than the deadline "
             f"({format_seconds(duration)}), so only the deadline can matter"
         )
 
-    def mutate(data):
-        requested(duration, idle=idle).apply(data)
+    def mutate(data, store):
+        requested(duration, idle=idle, now=store.now(), zone=store.zone).apply(data, store.zone)
 
     _change_life(app, key, mutate, "set-life")
 
@@ -119,8 +142,8 @@ def till_browser_close(app, key):
     """
     from sessctl.policy import TILL_BROWSER_CLOSE, requested
 
-    def mutate(data):
-        requested(TILL_BROWSER_CLOSE).apply(data)
+    def mutate(data, store):
+        requested(TILL_BROWSER_CLOSE).apply(data, store.zone)
 
     _change_life(app, key, mutate, "till-browser-close")
 
@@ -139,7 +162,7 @@ def reset_life(app, key):
     """
     from sessctl.policy import requested
 
-    def mutate(data):
-        requested(None).apply(data)  # drops the deadline and any idle limit riding on it
+    def mutate(data, store):
+        requested(None).apply(data, store.zone)  # drops the deadline and any idle limit riding on it
 
     _change_life(app, key, mutate, "reset-life")

@@ -61,7 +61,7 @@ def list_(app, state, browser_close, limit, user, as_json, jsonl):
         # Without a filter the SQL LIMIT ends the stream, so the store's cursor is read to its end.
         with contextlib.closing(store.iter_rows(state, now=now, limit=None if browser_close else limit)) as rows:
             for row in rows:
-                item = row_summary(row, now, app.settings.user_key)
+                item = row_summary(row, now, app.settings.user_key, read=app.read_lifetime)
                 if browser_close and not ends_with_browser(item["lifetime"]["kind"], app.settings):
                     continue
                 if limit is not None and count >= limit:

@@ -110,6 +110,9 @@ def purge(app, expired, all_, yes, dry_run, batch_size, max_seconds, wait, maint
                 return
             cutoff = store.now()  # taken once the lock is held: a waiting purge sees what the first one left
             result["cutoff"] = iso(cutoff)
+            if app.caches_sessions:  # cached_db: Django would still serve these from its cache
+                with contextlib.closing(store.iter_rows("all" if mode == "all" else "expired", now=cutoff)) as rows:
+                    app.forget(row.key for row in rows)
             if mode == "all":
                 count = store.delete_all()
                 result.update(deleted=count, batches=1, seconds=0.0, complete=True, remaining=0)

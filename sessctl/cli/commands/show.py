@@ -34,13 +34,14 @@ def show(app, key, as_json, no_verify):
     if row is None:
         raise click.ClickException(f"no session with key {key}; see the sessions with: sessctl list --all")
     now = store.now()
-    info = row_summary(row, now)
+    info = row_summary(row, now, read=app.read_lifetime)
+    if store.zone.naive:  # name the zone where the table holds wall times
+        info["time_zone"] = store.zone.label
+        info["stored_expire_date"] = str(store.zone.local(row.expire_date).replace(tzinfo=None))
     decoded, problem = _decode(codec, row.session_data, verify=not no_verify)
     info.update(decoded)
     if decoded["data"] is not None:
-        from sessctl.policy import lifetime_of
-
-        info["lifetime"] = lifetime_of(decoded["data"]).to_json()
+        info["lifetime"] = app.read_lifetime(decoded["data"])
     _add_user(info, store, key, decoded["data"], app.settings.user_key)
     if problem:
         info["error"] = problem
@@ -96,9 +97,7 @@ def decode(app, value, as_json, no_verify):
     decoded, problem = _decode(codec, value, verify=not no_verify)
     if problem:
         raise click.ClickException(problem)
-    from sessctl.policy import lifetime_of
-
-    info = {"lifetime": lifetime_of(decoded["data"]).to_json(), "size": len(value), **decoded}
+    info = {"lifetime": app.read_lifetime(decoded["data"]), "size": len(value), **decoded}
     if as_json:
         json_object(info)
     else:
