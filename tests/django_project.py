@@ -175,6 +175,17 @@ def django_batch(root: Path, *steps: list[str]) -> list:
     return django(root, "batch", json.dumps([list(step) for step in steps]))
 
 
+def sessctl_many(root: Path, *argvs: list[str], env: dict | None = None) -> list[dict]:
+    """Several sessctl commands run one after the other in one fresh process, in ``root``;
+    each answer is {code, stdout, stderr} (the caller checks the codes)."""
+    import subprocess
+
+    cmd = [sys.executable, str(RUNNER), "sessctl-many", json.dumps([list(a) for a in argvs])]
+    proc = subprocess.run(cmd, cwd=root, capture_output=True, text=True, timeout=300, env=clean_env(**(env or {})))
+    assert proc.returncode == 0, proc.stderr
+    return json.loads(proc.stdout)
+
+
 def sessctl(root: Path, *args: str, code: int = 0, env: dict | None = None):
     """Run the real ``sessctl`` command in ``root`` (a process of its own: Django's settings
     are global to a process, so each project needs a fresh one)."""
@@ -335,12 +346,29 @@ def _step(argv):
         return globals()["cmd_" + args.cmd.replace("-", "_")](args)
 
 
+def run_sessctl_many(argvs: list[list[str]]) -> list[dict]:
+    """Several ``sessctl`` commands in this one process (CliRunner): Django's settings are
+    global to a process, and one project's commands can share them."""
+    from click.testing import CliRunner
+
+    from sessctl.cli import cli
+
+    out = []
+    for argv in argvs:
+        r = CliRunner().invoke(cli, argv)
+        out.append({"code": r.exit_code, "stdout": r.stdout, "stderr": r.stderr})
+    return out
+
+
 def main(argv=None) -> int:
     """One command, or ``batch JSON`` (a list of argument lists) in one process: Django
     starts once, which matters on a busy machine."""
     import contextlib
 
     argv = sys.argv[1:] if argv is None else argv
+    if argv[:1] == ["sessctl-many"]:  # no Django set up here: sessctl reads the settings itself
+        print(json.dumps(run_sessctl_many(json.loads(argv[1]))))
+        return 0
     sys.path.insert(0, os.getcwd())
     os.environ.setdefault("DJANGO_SETTINGS_MODULE", "proj.settings")
     try:

@@ -15,7 +15,7 @@ import socket
 
 import pytest
 
-from django_project import django, django_batch, make_project, sessctl
+from django_project import django, django_batch, make_project, sessctl, sessctl_many
 
 pytest.importorskip("django")
 pytestmark = pytest.mark.usefixtures("isolated")
@@ -87,9 +87,10 @@ def test_every_change_reaches_djangos_cache(site, settings):
     expire_in_table(settings, b)
     assert django(site, *whoami(b))["body"]["user"] == "ann"  # served from Django's cache: the test can fail
 
-    run("delete", a)
-    assert json.loads(run("purge", "--expired", "--json").stdout)["deleted"] == 1
-    run("set-life", c, "2h")
+    answers = sessctl_many(site, *(["--django-settings", "proj.settings", *command] for command in
+                                   (["delete", a], ["purge", "--expired", "--json"], ["set-life", c, "2h"])))
+    assert [answer["code"] for answer in answers] == [0, 0, 0], answers
+    assert json.loads(answers[1]["stdout"])["deleted"] == 1
     after = django_batch(site, whoami(a), whoami(b), ["load", "--key", c])
     assert [after[0]["body"]["user"], after[1]["body"]["user"]] == [None, None]  # both logged out
     assert 7140 <= after[2]["expiry_age"] <= 7200  # the new lifetime, seen at once

@@ -14,7 +14,7 @@ from zoneinfo import ZoneInfo
 import pytest
 from click.testing import CliRunner
 
-from django_project import django, django_batch, make_project, sessctl
+from django_project import django, django_batch, make_project, sessctl, sessctl_many
 
 pytest.importorskip("django")
 pytestmark = pytest.mark.usefixtures("isolated")
@@ -71,37 +71,41 @@ def test_every_command_with_the_projects_settings_alone(site, use_tz):
     gone, gone_2h, soon, later, plain = (m["key"] for m in made)
     later_made, plain_made = made[3], made[4]
 
-    def run(*args, code=0):
-        return sessctl(site, "--django-settings", "proj.settings", *args, code=code)
+    def run(*commands):
+        answers = sessctl_many(site, *(["--django-settings", "proj.settings", *c] for c in commands))
+        for command, answer in zip(commands, answers):
+            assert answer["code"] == 0, (command, answer)
+        return answers
 
-    assert "already exists" in run("init").stderr
+    init, everything, live, shown, stats, decoded, purged = run(
+        ["init"], ["list", "--all", "--json"], ["list", "--json"], ["show", later, "--json"],
+        ["stats", "--json"], ["decode", plain_made["row"]["session_data"], "--json"], ["purge", "--expired", "--json"],
+    )
+    assert "already exists" in init["stderr"]
 
-    listed = {item["key"]: item for item in json.loads(run("list", "--all", "--json").stdout)}
+    listed = {item["key"]: item for item in json.loads(everything["stdout"])}
     assert set(listed) == {gone, gone_2h, soon, later, plain}
     for m in made:
         item = listed[m["key"]]
         assert datetime.fromisoformat(item["expire_date"]) == instant(m["row"]["expire_date"]), m
         assert item["expired"] is (m["key"] in (gone, gone_2h)), m
-    assert [i["key"] for i in json.loads(run("list", "--json").stdout)] == [soon, plain, later]  # soonest first
+    assert [i["key"] for i in json.loads(live["stdout"])] == [soon, plain, later]  # soonest first
 
-    shown = json.loads(run("show", later, "--json").stdout)
+    shown = json.loads(shown["stdout"])
     assert shown["lifetime"]["kind"] == "absolute"
     assert datetime.fromisoformat(shown["lifetime"]["deadline"]) == instant(later_made["expiry"])
     assert shown["expired"] is False and shown["data"]["u"] == 4
 
-    stats = json.loads(run("stats", "--json").stdout)
+    stats = json.loads(stats["stdout"])
     assert (stats["total"], stats["active"], stats["expired"]) == (5, 3, 2)
     assert stats["expiring"]["1h"] == 2  # `soon` (5 minutes) and `plain` (the project's 1 hour)
 
-    decoded = json.loads(run("decode", plain_made["row"]["session_data"], "--json").stdout)
-    assert decoded["data"] == {"u": 5}
+    assert json.loads(decoded["stdout"])["data"] == {"u": 5}
 
-    assert json.loads(run("purge", "--expired", "--json").stdout)["deleted"] == 2
+    assert json.loads(purged["stdout"])["deleted"] == 2
     assert django(site, "clear-expired")["keys"] == sorted([soon, later, plain])  # nothing more for Django
 
-    run("reset-life", later)
-    run("till-browser-close", soon)
-    run("set-life", plain, "2h")
+    run(["reset-life", later], ["till-browser-close", soon], ["set-life", plain, "2h"])
     saved, reset, closing = django_batch(
         site,
         ["save", "--key", plain, "--name", "x", "--value", "1"],  # Django modifies and saves it
@@ -116,7 +120,7 @@ def test_every_command_with_the_projects_settings_alone(site, use_tz):
     assert closing["browser_close"] is True and closing["live"]
     assert set(closing["data"]) == {"u", "_session_expiry"}  # no marker of ours in a Django session
 
-    run("delete", plain)
+    sessctl(site, "--django-settings", "proj.settings", "delete", plain)  # a command of its own process too
     assert django(site, "load", "--key", plain)["live"] is False
 
 
