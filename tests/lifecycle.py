@@ -144,6 +144,29 @@ def with_query(url: str, **query: str) -> str:
     return parsed.update_query_dict(query).render_as_string(hide_password=False)
 
 
+# -- the example app's views (lifecycle_app serves them; in-process tests too) ----------------
+
+
+def handle(session, path: str, query: str) -> tuple[int, dict]:
+    from urllib.parse import parse_qs
+
+    if path == "/login":
+        user = parse_qs(query).get("user", [""])[0]
+        session.cycle_key()
+        session["user"] = user
+        session["n"] = 0
+        return 200, {"user": user, "n": 0, "pid": os.getpid()}
+    if path == "/whoami":
+        return 200, {"user": session.get("user"), "n": session.get("n"), "pid": os.getpid()}
+    if path == "/bump":
+        session["n"] = session.get("n", 0) + 1
+        return 200, {"user": session.get("user"), "n": session["n"], "pid": os.getpid()}
+    if path == "/pid":
+        return 200, {"pid": os.getpid()}
+    return 404, {}
+
+
+
 # -- real servers ---------------------------------------------------------------------------
 
 

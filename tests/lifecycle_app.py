@@ -18,8 +18,8 @@ from __future__ import annotations
 import asyncio
 import json
 import os
-from urllib.parse import parse_qs
 
+from lifecycle import handle
 from sessctl import SessionMiddleware, SessionStore, Settings
 from sessctl.asgi import SessionMiddleware as ASGISessionMiddleware
 
@@ -29,23 +29,6 @@ if os.environ.get("LC_TIMEOUT"):
 store = SessionStore(settings)
 if os.environ.get("LC_CREATE_TABLE", "1") == "1":
     store.create_table()  # uses the store's connections before any fork
-
-
-def handle(session, path: str, query: str) -> tuple[int, dict]:
-    if path == "/login":
-        user = parse_qs(query).get("user", [""])[0]
-        session.cycle_key()
-        session["user"] = user
-        session["n"] = 0
-        return 200, {"user": user, "n": 0, "pid": os.getpid()}
-    if path == "/whoami":
-        return 200, {"user": session.get("user"), "n": session.get("n"), "pid": os.getpid()}
-    if path == "/bump":
-        session["n"] = session.get("n", 0) + 1
-        return 200, {"user": session.get("user"), "n": session["n"], "pid": os.getpid()}
-    if path == "/pid":
-        return 200, {"pid": os.getpid()}
-    return 404, {}
 
 
 def wsgi_view(environ, start_response):
