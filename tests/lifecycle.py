@@ -41,6 +41,8 @@ class FaultProxy:
         self.silent = threading.Event()
         self.is_down = threading.Event()
         self.accepted = 0
+        self.chunks = 0  # forwarded so far, either way
+        self.silence_after: int | None = None  # go silent once this many chunks have passed
         self._stop = threading.Event()
         self._lock = threading.Lock()
         self._pairs: list[tuple[socket.socket, socket.socket]] = []
@@ -88,6 +90,12 @@ class FaultProxy:
                     data = sock.recv(65536)
                     if not data:
                         return
+                    with self._lock:
+                        self.chunks += 1
+                        if self.silence_after is not None and self.chunks > self.silence_after:
+                            self.silent.set()
+                    while self.silent.is_set() and not self._stop.is_set():
+                        time.sleep(0.02)  # holds this chunk too
                     other[sock].sendall(data)
         except (OSError, ValueError):
             pass
