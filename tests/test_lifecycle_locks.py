@@ -235,7 +235,7 @@ def test_same_table_in_two_schemas_purged_at_once(store):
 @pytest.mark.parametrize("backend", ["postgres", "mysql"])
 def test_long_table_names_that_start_the_same_purged_at_once(store):
     """Two 63-character names equal but for their last characters (a name cut at 64 collides)."""
-    stem = "sessions_" + "x" * 50 + secrets.token_hex(1)
+    stem = "sessions_" + "x" * 49 + secrets.token_hex(1)
     a_name, b_name = stem + "_aa", stem + "_bb"
     assert len(a_name) == 63
     with _other_store(store.settings, store.settings.database_url, a_name) as a, \
