@@ -23,7 +23,8 @@ import pytest
 from httpserver import serve
 from lifecycle import Browser, FaultProxy, handle, served
 from sessctl import SessionMiddleware, SessionStore
-from test_faults import ERROR_LINE, fill, sessctl
+from helpers import fill, sessctl
+from test_faults import ERROR_LINE
 
 SERVERS = ["postgres", "mysql"]
 SLACK = 3.0  # seconds of margin over a bound (client-side margin + a loaded 2-core machine)
@@ -66,6 +67,7 @@ def timed(fn):
 
 
 @pytest.mark.parametrize("backend", SERVERS)
+@pytest.mark.scenario("silent server: a request within the bound")
 def test_request_on_a_silent_server_fails_within_the_bound(store):
     with silent_server(store.settings, timeout=1) as (proxy, via):
         app_store = SessionStore(via)
@@ -113,6 +115,7 @@ def _run_timed(settings, *args, limit: float = 90):
 
 @pytest.mark.parametrize("backend", SERVERS)
 @pytest.mark.parametrize("when", ["from-the-start", "mid-command"])
+@pytest.mark.scenario("silent server: stats within the bound")
 def test_stats_on_a_silent_server_exits_within_the_bound(store, when):
     fill(store, expired=50, live=3000)
     with silent_server(store.settings) as (proxy, via):
@@ -157,6 +160,7 @@ def _hold_one_expired_row(store, backend):
 
 
 @pytest.mark.parametrize("mode", [[], ["--batch-size", "100"]], ids=["adaptive", "fixed"])
+@pytest.mark.scenario("purge --max-seconds behind a held lock")
 def test_purge_max_seconds_with_a_lock_held_by_an_open_transaction(store, backend, mode):
     fill(store, expired=500, live=10)
     holder = _hold_one_expired_row(store, backend)

@@ -66,6 +66,7 @@ def _bump_all(browsers, expected: list[int]) -> list[str]:
 
 
 @pytest.mark.parametrize("backend", SERVERS)
+@pytest.mark.scenario("dead connections: all closed between requests")
 def test_every_cached_connection_closed_between_requests(store):
     """Five rounds: the proxy closes every connection, then every user sends a request."""
     with proxied(store.settings) as (proxy, via):
@@ -110,6 +111,7 @@ def _idle_url(backend: str, url: str, seconds: int) -> str:
 
 
 @pytest.mark.parametrize("backend", SERVERS)
+@pytest.mark.scenario("dead connections: server idle timeout")
 def test_server_idle_timeout_closes_cached_connections(store, backend):
     """Users come back after the server's own idle timeout: every request still works."""
     short = store.settings.replace(database_url=_idle_url(backend, store.settings.database_url, 1))
@@ -131,6 +133,7 @@ def test_server_idle_timeout_closes_cached_connections(store, backend):
 
 @pytest.mark.parametrize("backend", SERVERS)
 @pytest.mark.parametrize("kind", ["gunicorn", "uvicorn"])
+@pytest.mark.scenario("dead connections: database restart under load")
 def test_database_restart_under_load(store, kind):
     """The database goes away for a second and comes back while real users browse.
 

@@ -45,6 +45,7 @@ def _child(store, rounds: int, out: int) -> None:
     os.write(out, json.dumps(counts).encode())
 
 
+@pytest.mark.scenario("fork: children share none of the parent's connections")
 def test_forked_children_never_share_the_parents_connections(store):
     """Parent and 4 children use one store at once after fork; each sees only its own sessions."""
     from sessctl import Session
@@ -168,6 +169,7 @@ def traffic(server, seconds: float = DURATION, users: int = USERS, during=None) 
 
 
 @pytest.mark.parametrize("preload", [True, False], ids=["preload", "no-preload"])
+@pytest.mark.scenario("fork: gunicorn workers, another user's session")
 def test_gunicorn_workers_never_answer_with_another_users_session(store, preload):
     with served("gunicorn", store.settings, workers=4, preload=preload) as server:
         tally = traffic(server)
@@ -176,6 +178,7 @@ def test_gunicorn_workers_never_answer_with_another_users_session(store, preload
     assert (tally.wrong_user, tally.lost, tally.errors, tally.transport) == (0, 0, 0, 0), tally
 
 
+@pytest.mark.scenario("fork: gunicorn worker killed and respawned")
 def test_gunicorn_worker_killed_and_respawned(store):
     """kill -9 of a worker under load: only the requests it was serving fail (at the transport);
     the respawned worker (forked from the preloaded master again) serves everyone correctly."""

@@ -20,7 +20,7 @@ from sqlalchemy.engine import make_url
 from httpserver import serve
 from lifecycle import Browser, handle, with_query
 from sessctl import SessionMiddleware, SessionStore
-from test_faults import sessctl
+from helpers import sessctl
 
 UTC = timezone.utc
 
@@ -115,6 +115,7 @@ def _diff(a, b, path="") -> list[str]:
 
 
 @pytest.mark.parametrize("backend", ["postgres", "mysql"])
+@pytest.mark.scenario("host settings: DateStyle, TimeZone, sql_mode")
 def test_requests_and_commands_ignore_the_hosts_own_settings(store):
     keys = [f"hostsettings{i:02d}{secrets.token_hex(6)}" for i in range(5)]
     data = [store.codec.encode({"i": i, "text": "it's \\ \"quoted\""}) for i in range(5)]  # signed once

@@ -23,7 +23,8 @@ from sqlalchemy import text
 
 from lifecycle import with_query
 from sessctl import SessionStore
-from test_faults import ERROR_LINE, fill, popen, sessctl
+from helpers import fill, popen, sessctl
+from test_faults import ERROR_LINE
 
 LOCKED = "another purge is running"
 
@@ -51,6 +52,7 @@ def _idle_url(backend: str, url: str, seconds: int) -> str:
 
 
 @pytest.mark.parametrize("backend", ["postgres", "mysql"])
+@pytest.mark.scenario("purge lock kept past the server idle timeout")
 def test_server_idle_timeout_does_not_take_the_purge_lock(store, backend):
     """The server closes connections idle for 1 s. A purge that runs for several seconds keeps its
     lock all along: a second purge started meanwhile says another one is running."""
@@ -213,6 +215,7 @@ def _other_database(store):
 
 
 @pytest.mark.parametrize("backend", ["postgres", "mysql"])
+@pytest.mark.scenario("lock scope: two databases purged at once")
 def test_same_table_in_two_databases_purged_at_once(store):
     with _other_database(store) as other:
         _both_purge(store, other)

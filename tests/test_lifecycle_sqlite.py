@@ -20,7 +20,7 @@ from pathlib import Path
 
 import pytest
 
-from test_faults import fill, sessctl
+from helpers import fill, sessctl
 
 HERE = Path(__file__).resolve().parent
 SECONDS = 5.0
@@ -96,6 +96,7 @@ def _results(procs) -> list[dict]:
 
 
 @pytest.mark.parametrize("backend", ["sqlite"])
+@pytest.mark.scenario("rollback-journal SQLite: readers and writers")
 def test_app_writes_beside_readers_on_a_rollback_journal_file(settings):
     """3 reader processes (whole-table reads, as list and stats do) and 2 writer processes (app
     saves) on a file Django created: every write succeeds."""
@@ -139,7 +140,7 @@ def test_long_list_does_not_starve_app_writers(settings):
 
 
 def _env(settings) -> dict[str, str]:
-    from test_faults import sessctl_env
+    from helpers import sessctl_env
 
     return sessctl_env(settings)
 
