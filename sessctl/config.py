@@ -44,6 +44,7 @@ ENV = {
     "time_zone": "SESSCTL_TIME_ZONE",
     "django_settings": "SESSCTL_DJANGO_SETTINGS",
     "app": "SESSCTL_APP",
+    "timeout": "SESSCTL_TIMEOUT",
 }
 APPS = ("sessctl", "django")
 _TABLE_RE = re.compile(r"^[A-Za-z_][A-Za-z0-9_]{0,62}$")
@@ -86,6 +87,9 @@ class Settings:
     # Which app serves the table: sessctl's runtime, or Django (implied by django_settings).
     app: str = "sessctl"
     django_settings: str | None = None
+    # Seconds any one database call may take (connect, statement, lock wait, the server's
+    # answer); None: the caller's default (the app 5 s, the command line 60 s).
+    timeout: float | None = None
 
     def __post_init__(self) -> None:
         from . import usersettings
@@ -106,6 +110,11 @@ class Settings:
                 raise ConfigError(str(exc)) from None
         if self.app not in APPS:
             raise ConfigError(f"app must be sessctl or django, not {self.app!r}")
+        if self.timeout is not None:
+            t = self.timeout
+            if isinstance(t, bool) or not isinstance(t, int | float) or not (0 < t <= 86400):
+                raise ConfigError(f"timeout must be a number of seconds above 0 (at most 86400), not {t!r}")
+            object.__setattr__(self, "timeout", float(t))
 
     def __repr__(self) -> str:
         shown = ", ".join(
@@ -212,6 +221,11 @@ def _from_environment(
     for name in ("database_url", "table", "time_zone", "app", "django_settings"):
         if env.get(ENV[name]):
             values[name], names[name] = env[ENV[name]], ENV[name]
+    if env.get(ENV["timeout"]):
+        try:
+            values["timeout"], names["timeout"] = float(env[ENV["timeout"]]), ENV["timeout"]
+        except ValueError:
+            raise ConfigError(f"{ENV['timeout']} must be a number of seconds, not {env[ENV['timeout']]!r}") from None
     # The secret: a file, or the key itself.
     if not secret:
         pass

@@ -53,19 +53,23 @@ def parse_url(url: str) -> Any:
     return parsed
 
 
-def make_engine(url: str, *, timeout: float = 5.0) -> Engine:
+def make_engine(url: str, *, timeout: float | None = None) -> Engine:
+    """The engine for ``url``; every call on its connections is bounded by ``timeout`` seconds.
+
+    See :mod:`sessctl.lifecycle` for what the bound covers, and for the host settings, fork
+    safety and dead-connection checks installed on every connection.
+    """
+    from . import lifecycle
+
+    timeout = lifecycle.APP_TIMEOUT if timeout is None else timeout
     url = normalize_url(url)
     parsed = parse_url(url)
     backend = parsed.get_backend_name()
     if backend in ("mysql", "mariadb") and not parsed.database:
         raise ConfigError(f"database URL {redact_url(url)!r} names no database: add it, as in mysql://user@host/DBNAME")
-    kwargs: dict[str, Any] = {}
-    if backend == "sqlite":
-        kwargs["connect_args"] = {"timeout": 10.0}
-    elif backend == "postgresql":
-        kwargs["connect_args"] = {"connect_timeout": max(1, int(timeout))}
-    elif backend in ("mysql", "mariadb"):
-        kwargs["connect_args"] = {"connect_timeout": max(1, int(timeout)), "charset": "utf8mb4"}
+    kwargs: dict[str, Any] = {"connect_args": lifecycle.connect_args(backend, timeout)}
+    if backend in ("mysql", "mariadb"):
+        kwargs["connect_args"]["charset"] = "utf8mb4"
         # Purge and CAS never need gap locks; REPEATABLE READ would take them.
         kwargs["isolation_level"] = "READ COMMITTED"
     try:
@@ -90,6 +94,7 @@ def make_engine(url: str, *, timeout: float = 5.0) -> Engine:
         ) from None
     except (sa_exc.ArgumentError, TypeError, ValueError) as exc:
         raise ConfigError(f"database URL {redact_url(url)!r} is not usable: {scrub(str(exc), url_secrets(url))}") from None
+    lifecycle.install(engine, backend, timeout)
     _checked_connect(engine, url, backend)
     if backend == "postgresql":
 
@@ -124,7 +129,9 @@ def _checked_connect(engine: Engine, url: str, backend: str) -> None:
         if path is not None:
             _create_private(path)
         try:
-            return dialect.loaded_dbapi.connect(*cargs, **cparams)
+            from .lifecycle import driver_connect
+
+            return driver_connect(dialect, cargs, cparams)
         except TypeError as exc:
             import re
 

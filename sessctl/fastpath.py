@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import collections
 import contextlib
+import os
 import time
 import weakref
 from collections.abc import Callable, Iterator
@@ -24,6 +25,7 @@ from typing import Any
 from sqlalchemy import exc as sa_exc
 from sqlalchemy.engine import Engine
 
+from . import lifecycle
 from .db import is_deadlock, sqlite_path
 from .errors import RowTooLarge, StoreError
 from .model import read_datetime
@@ -39,8 +41,8 @@ class FastPath:
 
     __slots__ = (
         "load", "insert", "swap", "delete", "delete_if", "lock", "put", "bind", "result",
-        "dbapi_error", "integrity_error", "operational_error", "retry_busy", "autocommit",
-        "wal", "_engine", "_translate", "_idle", "_packet", "__weakref__",
+        "dbapi_error", "integrity_error", "operational_error", "retry_busy", "autocommit", "busy_timeout",
+        "data_of", "wal", "_engine", "_translate", "_idle", "_packet", "_pid", "_alive", "__weakref__",
     )
 
     def __init__(
@@ -49,11 +51,16 @@ class FastPath:
         table: str,
         translate: Callable[[sa_exc.DBAPIError], StoreError],
         time_zone: str | None = None,
+        timeout: float = lifecycle.APP_TIMEOUT,
     ) -> None:
         dialect = engine.dialect
         self._engine = engine
         self._translate = translate
         self._idle: collections.deque = collections.deque()
+        self._pid = os.getpid()
+        # Sockets only: a connection the server closed while idle is dropped before use.
+        self._alive = None if dialect.name == "sqlite" else lifecycle.alive
+        self.busy_timeout = timeout  # seconds a SQLite writer keeps retrying a locked database
         weakref.finalize(self, _drain, self._idle)  # a store dropped without close() closes them too
         self.dbapi_error = dialect.loaded_dbapi.Error
         self.integrity_error = dialect.loaded_dbapi.IntegrityError
@@ -79,6 +86,7 @@ class FastPath:
         self.swap = f"UPDATE {t} SET {data} = {p}, {exp} = {p} WHERE {key} = {k} AND {data} = {p}"
         self.delete = f"DELETE FROM {t} WHERE {key} = {k}"
         self.delete_if = f"DELETE FROM {t} WHERE {key} = {k} AND {data} = {p}"
+        self.data_of = f"SELECT {data} FROM {t} WHERE {key} = {k}"
         # The retry after a lost compare-and-swap: read and write under the row's lock (SQLite
         # has no row locks; BEGIN IMMEDIATE takes its one write lock first).
         self.lock = self.load + ("" if dialect.name == "sqlite" else " FOR UPDATE")
@@ -107,14 +115,34 @@ class FastPath:
         if self.wal is not None:
             self.wal.close()
 
+    def after_fork(self) -> None:
+        """In a forked child: forget the parent's connections without closing them (they are its)."""
+        idle = self._idle
+        lifecycle.abandon(list(idle))
+        idle.clear()
+        self._pid = os.getpid()
+
     @contextlib.contextmanager
     def connection(self) -> Iterator[Any]:
-        """A DBAPI connection from the idle LIFO (or a new one), given back after use."""
-        idle = self._idle
-        try:
-            conn = idle.pop()
-        except IndexError:
-            conn = self._new()
+        """A DBAPI connection from the idle LIFO (or a new one), given back after use.
+
+        A connection made by another process (we were forked) is never used; one the server has
+        closed while it sat idle is dropped; both without a round trip. A failure raises the
+        translated :class:`StoreError` with ``retry_safe`` set when the connection died before
+        answering (and not for a timeout): the caller may then run its statement once more.
+        """
+        if self._pid != os.getpid():
+            self.after_fork()
+        idle, alive = self._idle, self._alive
+        while True:
+            try:
+                conn = idle.pop()
+            except IndexError:
+                conn = self._new()
+                break
+            if alive is None or alive(conn):
+                break
+            _close_quietly(conn)
         try:
             yield conn
         except self.dbapi_error as exc:
@@ -130,7 +158,9 @@ class FastPath:
             else:
                 _close_quietly(conn)
             wrapped = sa_exc.DBAPIError.instance(None, None, exc, self.dbapi_error, connection_invalidated=disconnect)
-            raise self._translate(wrapped) from exc
+            err = self._translate(wrapped)
+            err.retry_safe = disconnect and not _timed_out(exc)
+            raise err from exc
         except BaseException:
             _close_quietly(conn)  # state unknown (e.g. KeyboardInterrupt mid-statement)
             raise
@@ -159,8 +189,43 @@ class FastPath:
                 conn.autocommit = True  # psycopg
         return conn
 
-    def run(self, sql: str, params: tuple, *, fetch: bool = False) -> Any:
+    def run(self, sql: str, params: tuple, *, fetch: bool = False, retry: bool = True) -> Any:
         """Run one statement in its own transaction; rowcount, or the row with ``fetch``.
+
+        Every per-request statement is safe to run twice (a read, a compare-and-swap, a delete
+        by key), so one that met a dead connection is run once more on a fresh one (``retry``).
+        A COMMIT that finds readers of a rollback-journal SQLite file waits like a statement.
+        """
+        try:
+            return self._once(sql, params, fetch)
+        except StoreError as err:
+            if not (retry and getattr(err, "retry_safe", False)):
+                raise
+        return self._once(sql, params, fetch)
+
+    def insert_row(self, params: tuple) -> bool:
+        """INSERT a fresh key; False if the key is taken. After a dead connection it is run once
+        more, and a "taken" then is checked: the row holding exactly our data was our own first try."""
+        try:
+            return self._insert(params)
+        except StoreError as err:
+            if not getattr(err, "retry_safe", False):
+                raise
+        if self._insert(params):
+            return True
+        found = self._once(self.data_of, (params[0],), True)
+        return found is not None and found[0] == params[1]
+
+    def _insert(self, params: tuple) -> bool:
+        try:
+            return self.run(self.insert, params, retry=False) == 1
+        except StoreError as err:
+            if isinstance(err.__cause__, self.integrity_error):
+                return False  # MySQL/MariaDB: a duplicate key (the others say DO NOTHING)
+            raise
+
+    def _once(self, sql: str, params: tuple, fetch: bool) -> Any:
+        """One try of :meth:`run`.
 
         On SQLite a writer that finds the database locked (a purge batch,
         another app write) retries every millisecond rather than through
@@ -212,7 +277,7 @@ class FastPath:
                         raise
                     conn.rollback()
                     moment = time.monotonic()
-                    deadline = deadline or moment + BUSY_TIMEOUT
+                    deadline = deadline or moment + self.busy_timeout
                     if moment > deadline:
                         raise
                     time.sleep(0.001)
@@ -256,7 +321,7 @@ class FastPath:
                     now = time.monotonic()
                     if deadline is None and wal is not None:
                         waiting.enter_context(wal.waiting())
-                    deadline = deadline or now + BUSY_TIMEOUT
+                    deadline = deadline or now + self.busy_timeout
                     if now > deadline:
                         raise
                     time.sleep(0.001)
@@ -264,8 +329,37 @@ class FastPath:
                 result = cur.fetchone() if fetch else cur.rowcount
                 cur.close()
                 if not self.autocommit:
-                    conn.commit()  # also ends a read's transaction, so an idle connection holds none
+                    self._commit(conn)  # also ends a read's transaction, so an idle connection holds none
                 return result
+
+    def _commit(self, conn: Any) -> None:
+        """COMMIT; on SQLite a COMMIT that finds readers in a rollback-journal file waits for them.
+
+        The transaction stays open (and keeps SQLite's PENDING lock, which lets no new reader
+        in), so the retry is the COMMIT alone, every millisecond, until the bound.
+        """
+        if not self.retry_busy:
+            conn.commit()
+            return
+        deadline = None
+        while True:
+            try:
+                conn.commit()
+                return
+            except self.operational_error as exc:
+                if "locked" not in str(exc):
+                    raise
+                now = time.monotonic()
+                deadline = deadline or now + self.busy_timeout
+                if now > deadline:
+                    raise
+                time.sleep(0.001)
+
+
+def _timed_out(exc: BaseException) -> bool:
+    """The bound ran out (ours, or the driver's read timeout): running it again would double it."""
+    text = str(exc).lower()
+    return "timed out" in text or "did not answer within" in text or "timeout" in text
 
 
 def _size(params: tuple) -> int:

@@ -186,3 +186,47 @@ def connect_args(backend: str, timeout: float) -> dict[str, Any]:
     if backend == "sqlite":
         return {"timeout": timeout}
     return {}
+
+
+def driver_connect(dialect: Any, cargs: Any, cparams: Any) -> Any:
+    """The driver's connect; on PostgreSQL, a connection whose every wait has a bound."""
+    if dialect.name == "postgresql" and dialect.driver == "psycopg":
+        return bounded_pg_class().connect(*cargs, **cparams)
+    return dialect.loaded_dbapi.connect(*cargs, **cparams)
+
+
+def install(engine: Any, backend: str, timeout: float) -> None:
+    """Bounds, host settings, fork safety and dead-connection checks on every connection of ``engine``."""
+    from sqlalchemy import event
+    from sqlalchemy import exc as sa_exc
+
+    read_bound = timeout + READ_MARGIN
+    statements: dict[str, list[str]] = {}
+
+    @event.listens_for(engine, "connect")
+    def _on_connect(dbapi_conn, record):  # noqa: ANN001
+        record.info["pid"] = os.getpid()
+        if hasattr(dbapi_conn, "sessctl_bound"):
+            dbapi_conn.sessctl_bound = read_bound
+        if backend not in ("postgresql", "mysql", "mariadb"):
+            return
+        if backend not in statements:
+            info = dbapi_conn.get_server_info() if hasattr(dbapi_conn, "get_server_info") else ""
+            statements[backend] = session_statements(backend, timeout, info)
+        cur = dbapi_conn.cursor()
+        try:
+            cur.execute("; ".join(statements[backend]) if backend == "postgresql" else statements[backend][0])
+        finally:
+            cur.close()
+        dbapi_conn.commit()
+
+    @event.listens_for(engine, "checkout")
+    def _on_checkout(dbapi_conn, record, proxy):  # noqa: ANN001
+        pid = record.info.get("pid")
+        if pid is not None and pid != os.getpid():
+            # Made by the parent process: never touch it (not even to close it).
+            abandon([dbapi_conn])
+            record.dbapi_connection = proxy.dbapi_connection = None
+            raise sa_exc.DisconnectionError(f"connection made by process {pid}, not this one")
+        if not alive(dbapi_conn):
+            raise sa_exc.DisconnectionError("the server closed this connection while it was idle")

@@ -34,7 +34,7 @@ from sqlalchemy import exc as sa_exc
 from sqlalchemy.engine import Engine
 
 from . import codec as codecs
-from . import policy, tz
+from . import lifecycle, policy, tz
 from .config import Settings
 from .db import file_missing, make_engine, redact_url, sqlite_path, table_missing, translate
 from .errors import Conflict, ConfigError, DatabaseUnavailable, SessionGone, StoreError, TableMissing
@@ -92,6 +92,9 @@ class SessionStore(UserRows):
         self._codec: codecs.Codec | None = None
         self._fastpath: FastPath | None = None
         self.clock = clock or policy.utcnow
+        # Seconds any one database call may take (see sessctl.lifecycle).
+        self.timeout = settings.timeout or lifecycle.APP_TIMEOUT
+        lifecycle.on_fork(self)
 
     def __repr__(self) -> str:
         return f"<SessionStore {redact_url(self.settings.database_url)} table={self.settings.table}>"
@@ -101,7 +104,7 @@ class SessionStore(UserRows):
     @property
     def engine(self) -> Engine:
         if self._engine is None:
-            self._engine = make_engine(self.settings.database_url)
+            self._engine = make_engine(self.settings.database_url, timeout=self.timeout)
         return self._engine
 
     @property
@@ -125,6 +128,13 @@ class SessionStore(UserRows):
             return self.clock()
         return self.zone.now(self.clock(), self.dialect)
 
+    def _after_fork(self) -> None:
+        """In a forked child: drop the parent's connections without closing them (they are its)."""
+        if self._engine is not None:
+            self._engine.dispose(close=False)
+        if self._fastpath is not None:
+            self._fastpath.after_fork()
+
     def close(self) -> None:
         """Close every connection this store holds (the store can still be used after)."""
         if self._fastpath is not None:
@@ -142,7 +152,9 @@ class SessionStore(UserRows):
             )
             from .fastpath import FastPath
 
-            fast = self._fastpath = FastPath(self.engine, self.settings.table, translator, self.settings.time_zone)
+            fast = self._fastpath = FastPath(
+                self.engine, self.settings.table, translator, self.settings.time_zone, self.timeout
+            )
         return fast
 
     @contextlib.contextmanager
@@ -245,12 +257,7 @@ class SessionStore(UserRows):
         if side is not None and self.user_index_ready():
             return self._insert_with_side(key, session_data, expire_date, side)
         fast = self._fast
-        try:
-            return fast.run(fast.insert, (key, session_data, fast.bind(expire_date))) == 1
-        except StoreError as err:
-            if isinstance(err.__cause__, fast.integrity_error):
-                return False  # MySQL/MariaDB: a duplicate key (the others say DO NOTHING)
-            raise
+        return fast.insert_row((key, session_data, fast.bind(expire_date)))
 
     def create_row(
         self, session_data: str | Callable[[str], str], expire_date: datetime, *, key: str | None = None,

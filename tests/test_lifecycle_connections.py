@@ -189,6 +189,6 @@ def test_database_restart_under_load(store, kind):
     outside = [e for e in events if e not in outage]
     other = [e for e in events if not e[1].startswith("error")]
     print(f"ops={ops[0]} errors during the outage={len(outage)} outside it={outside[:5]} other={other[:5]}")
-    assert ops[0] > 100
+    assert ops[0] > 30
     assert other == [], other
     assert outside == [], outside
