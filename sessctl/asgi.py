@@ -31,8 +31,9 @@ No store call runs on the event loop:
 * ``flush()`` deletes the row from that same thread, before the response
   starts (and even if the app then fails, as in the WSGI middleware).
 
-Worker threads are asyncio's (``asyncio.to_thread``); under another event
-loop (trio, through anyio) anyio's. A websocket gets its session loaded, but
+Store calls run on sessctl's own bounded pool of worker threads (under trio,
+through anyio, a limiter of its own), never on the threads the app's own
+``to_thread`` work uses. A websocket gets its session loaded, but
 changes made during the connection are not saved (no cookie can be sent once
 the handshake is done). Other scopes (lifespan) pass through untouched.
 """
@@ -40,6 +41,9 @@ the handshake is done). Other scopes (lifespan) pass through untouched.
 from __future__ import annotations
 
 import asyncio
+import contextvars
+import functools
+import os
 from collections.abc import Awaitable, Callable, MutableMapping
 from typing import Any, TypeVar
 
@@ -60,15 +64,40 @@ ASGIApp = Callable[[Scope, Receive, Send], Awaitable[None]]
 T = TypeVar("T")
 
 
+STORE_THREADS = 16  # store calls of one process in flight at once (each bounded by the store's timeout)
+_pool: dict[str, Any] = {"pid": None, "executor": None, "limiter": None}
+
+
+def _executor() -> Any:
+    """sessctl's own worker threads, made per process (threads do not survive a fork)."""
+    pid = os.getpid()
+    if _pool["pid"] != pid:
+        from concurrent.futures import ThreadPoolExecutor
+
+        _pool.update(pid=pid, limiter=None,
+                     executor=ThreadPoolExecutor(STORE_THREADS, thread_name_prefix="sessctl-store"))
+    return _pool["executor"]
+
+
 async def run_sync(fn: Callable[[], T]) -> T:
-    """Run ``fn`` in a worker thread, off the event loop."""
+    """Run ``fn`` in one of sessctl's own worker threads, off the event loop.
+
+    Not asyncio's default executor (nor anyio's default limiter): a database that hangs
+    holds at most ``STORE_THREADS`` of sessctl's threads, each for at most the store's
+    bound, and never the threads the app's own ``to_thread`` work needs.
+    """
     try:
-        asyncio.get_running_loop()
+        loop = asyncio.get_running_loop()
     except RuntimeError:  # not asyncio: trio through anyio, Starlette's own dependency
+        import anyio
         from anyio.to_thread import run_sync as anyio_run_sync
 
-        return await anyio_run_sync(fn)
-    return await asyncio.to_thread(fn)
+        _executor()
+        if _pool["limiter"] is None:
+            _pool["limiter"] = anyio.CapacityLimiter(STORE_THREADS)
+        return await anyio_run_sync(fn, limiter=_pool["limiter"])
+    ctx = contextvars.copy_context()
+    return await loop.run_in_executor(_executor(), functools.partial(ctx.run, fn))
 
 
 class ASGISession(Session):

@@ -104,47 +104,98 @@ def purge_expired(
 def _loop(store, walker: Walker, target: float, pause: float, max_seconds, on_batch, result: PurgeResult) -> None:
     cutoff = result.cutoff
     start = time.monotonic()
+    # --max-seconds is a promise: checked before each batch, and each batch's statements (lock
+    # waits included) may take only what is left of it (on the purge lock's connection).
+    deadline = None if max_seconds is None else start + max_seconds
+    pin = store._pin
+    store._purge_deadline = deadline
     step = walker.first
-    while not walker.empty:
-        began = time.monotonic()
-        deleted, more = walker.step(step)
-        took = time.monotonic() - began
-        result.batches += 1
-        result.deleted += deleted
-        if on_batch is not None and deleted:
-            on_batch(deleted)
-        if not more:
-            if walker.recount:  # SKIP LOCKED may have passed rows by
-                result.remaining = store.count_expired(cutoff)
-                result.complete = result.remaining == 0
-            break
-        if max_seconds is not None and time.monotonic() - start >= max_seconds:
-            result.complete = False
-            result.remaining = store.count_expired(cutoff)
-            break
-        # Aim the next batch at the target duration, changing by at most 4x at a time.
-        step = int(min(max(step * target / max(took, 1e-4), step / 4, walker.smallest), step * 4, walker.largest))
-        if walker.after is not None:
-            walker.after()
-        elif pause:
-            time.sleep(pause)  # a gap for the app's writers (SQLite has one write lock)
-    if result.complete:
-        # The batches above are the same with or without a user index; its rows of the
-        # sessions just purged (and any Django deleted) are swept now, in index-key order.
-        from .users import sweep
+    try:
+        while not walker.empty:
+            if pin is not None and pin.conn is None:
+                pin.verify()  # SQLite: the lock file is still the one we locked
+            if deadline is not None:
+                left = deadline - time.monotonic()
+                if left <= 0:
+                    _stop(store, cutoff, result, pin)
+                    break
+                if pin is not None:
+                    pin.budget = left
+            began = time.monotonic()
+            try:
+                deleted, more = walker.step(step)
+            except StoreError as err:
+                if deadline is not None and time.monotonic() >= deadline - 0.1 and _ran_out(err):
+                    _stop(store, cutoff, result, pin)  # a lock held by someone else outlasted the budget
+                    break
+                raise
+            took = time.monotonic() - began
+            result.batches += 1
+            result.deleted += deleted
+            if on_batch is not None and deleted:
+                on_batch(deleted)
+            if not more:
+                if walker.recount:  # SKIP LOCKED may have passed rows by
+                    if pin is not None and deadline is not None:
+                        pin.budget = max(1.0, deadline - time.monotonic())
+                    result.remaining = store.count_expired(cutoff)
+                    result.complete = result.remaining == 0
+                break
+            if deadline is not None and time.monotonic() >= deadline:
+                _stop(store, cutoff, result, pin)
+                break
+            # Aim the next batch at the target duration, changing by at most 4x at a time.
+            step = int(min(max(step * target / max(took, 1e-4), step / 4, walker.smallest), step * 4, walker.largest))
+            if walker.after is not None:
+                walker.after()
+            elif pause:
+                time.sleep(pause)  # a gap for the app's writers (SQLite has one write lock)
+        if result.complete:
+            # The batches above are the same with or without a user index; its rows of the
+            # sessions just purged (and any Django deleted) are swept now, in index-key order.
+            from .users import sweep
 
-        budget = None if max_seconds is None else max(0.001, max_seconds - (time.monotonic() - start))
-        result.index_deleted, _ = sweep(store, max_seconds=budget)
+            budget = None if max_seconds is None else max(0.001, max_seconds - (time.monotonic() - start))
+            result.index_deleted, _ = sweep(store, max_seconds=budget)
+    finally:
+        store._purge_deadline = None
+        if pin is not None:
+            pin.budget = None
     result.seconds = time.monotonic() - start
 
 
-def _retrying(work: Callable[[], Any]) -> Any:
-    """Run one purge batch, again after a deadlock or lock timeout (its transaction was rolled back)."""
+def _stop(store: Any, cutoff: datetime, result: PurgeResult, pin: Any) -> None:
+    """Out of time: incomplete, with what is left if a short count can tell (else None)."""
+    result.complete = False
+    if pin is not None:
+        pin.budget = 0.5
+    try:
+        result.remaining = store.count_expired(cutoff)
+    except StoreError as err:
+        if type(err).__name__ in ("LockLost", "ConnectionLost"):
+            raise
+        result.remaining = None
+
+
+def _ran_out(err: StoreError) -> bool:
+    """A lock wait or statement cut short by its time bound (the statement was rolled back)."""
+    orig = getattr(err.__cause__, "orig", err.__cause__)
+    if is_deadlock(orig) or getattr(orig, "sqlstate", None) == "57014":
+        return True
+    args = getattr(orig, "args", ())
+    return (bool(args) and args[0] in (1969, 3024)) or "locked" in str(err).lower()
+
+
+def _retrying(work: Callable[[], Any], store: Any = None) -> Any:
+    """Run one purge batch, again after a deadlock or lock timeout (its transaction was rolled back),
+    unless the purge's --max-seconds is spent."""
     for attempt in range(DEADLOCK_RETRIES):
         try:
             return work()
         except StoreError as err:
-            if attempt + 1 == DEADLOCK_RETRIES or not is_deadlock(err.__cause__):
+            deadline = getattr(store, "_purge_deadline", None)
+            spent = deadline is not None and time.monotonic() >= deadline - 0.1
+            if attempt + 1 == DEADLOCK_RETRIES or spent or not is_deadlock(err.__cause__):
                 raise
             time.sleep(0.005 * (attempt + 1))
     raise AssertionError("unreachable")
@@ -157,7 +208,7 @@ def _count(store: Any, stmt: Any, params: dict | None = None) -> int:
         with store.connect(write=True) as conn:
             return conn.execute(stmt, params or {}).rowcount
 
-    return _retrying(once)
+    return _retrying(once, store)
 
 
 def _names(store: Any) -> tuple[str, str]:
@@ -210,7 +261,7 @@ def _oldest_first(store: Any, cutoff: datetime) -> Callable[[int], tuple[int, bo
             with store.connect(write=True) as conn:
                 return batch(conn, n)
 
-        return _retrying(once)
+        return _retrying(once, store)
 
     return step
 
@@ -268,7 +319,7 @@ def _rowids(store: Any, cutoff: datetime, maintenance: bool = False) -> Walker:
 
     def step(n: int) -> tuple[int, bool]:
         nonlocal pos
-        deleted = _retrying(lambda: wal.delete(stmt, {"lo": pos, "hi": pos + n, "cutoff": cutoff}))
+        deleted = _retrying(lambda: wal.delete(stmt, {"lo": pos, "hi": pos + n, "cutoff": cutoff}), store)
         pos += n
         return deleted, pos <= top
 
@@ -324,7 +375,7 @@ def _primary_keys_returning(store: Any, cutoff: datetime) -> Walker:
             with store.connect(write=True) as conn:
                 return conn.execute(stmt, {"last": last, "cutoff": cutoff}).all()
 
-        rows = _retrying(once)
+        rows = _retrying(once, store)
         if rows:
             last = rows[-1][0]
         return len(rows), len(rows) == n
@@ -372,63 +423,3 @@ def open_sqlite_lock(db_path: str, name: str, table: str) -> tuple[int, str]:
     digest = hashlib.sha256(f"{real}\0{table}".encode()).hexdigest()[:16]
     lock = os.path.join(folder, f"{os.path.basename(real)}.sessctl-{name}-{table}.{digest}.lock")
     return os.open(lock, os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW, 0o600), lock
-
-
-@contextlib.contextmanager
-def exclusive(store: Any, name: str = "purge", *, wait: bool = False) -> Iterator[bool]:
-    """Hold a lock named ``name`` for ``store``'s table across processes; yields whether it was got.
-
-    PostgreSQL: a session advisory lock; MySQL/MariaDB: ``GET_LOCK``; SQLite:
-    ``flock`` on a file (:func:`open_sqlite_lock` says where; ``store.lock_path``
-    then names it). Each is released when the holder
-    exits, even by ``kill -9``, so a crashed run never blocks the next one.
-    With ``wait`` it blocks until the lock is free.
-    """
-    table = store.settings.table
-    lock_name = f"sessctl.{name}.{table}"
-    dialect = store.dialect
-    if dialect == "sqlite":
-        path = sqlite_path(store.settings.database_url)
-        if path is None:
-            yield True
-            return
-        import fcntl
-
-        fd, store.lock_path = open_sqlite_lock(path, name, table)
-        try:
-            try:
-                fcntl.flock(fd, fcntl.LOCK_EX | (0 if wait else fcntl.LOCK_NB))
-            except BlockingIOError:
-                yield False
-                return
-            yield True
-        finally:
-            os.close(fd)  # releases the flock
-        return
-    with store.connect() as conn:
-        if dialect == "postgresql":
-            import zlib
-
-            lock_id = zlib.crc32(lock_name.encode())
-            fn = "pg_advisory_lock" if wait else "pg_try_advisory_lock"
-            got = conn.execute(text(f"SELECT {fn}(:k)"), {"k": lock_id}).scalar()
-            got = True if wait else bool(got)
-            conn.commit()
-            try:
-                yield got
-            finally:
-                if got:
-                    conn.execute(text("SELECT pg_advisory_unlock(:k)"), {"k": lock_id})
-                    conn.commit()
-        elif dialect in ("mysql", "mariadb"):
-            mysql_name = lock_name[:64]
-            got = conn.execute(text("SELECT GET_LOCK(:n, :t)"), {"n": mysql_name, "t": 31536000 if wait else 0}).scalar()
-            conn.commit()
-            try:
-                yield got == 1
-            finally:
-                if got == 1:
-                    conn.execute(text("SELECT RELEASE_LOCK(:n)"), {"n": mysql_name})
-                    conn.commit()
-        else:
-            yield True

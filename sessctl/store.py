@@ -24,6 +24,7 @@ import functools
 import os
 import secrets
 import string
+import threading
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
@@ -94,6 +95,8 @@ class SessionStore(UserRows):
         self.clock = clock or policy.utcnow
         # Seconds any one database call may take (see sessctl.lifecycle).
         self.timeout = settings.timeout or lifecycle.APP_TIMEOUT
+        self._pin: Any = None  # the purge lock while held (sessctl.locks): its connection runs the purge
+        self._purge_deadline: float | None = None
         lifecycle.on_fork(self)
 
     def __repr__(self) -> str:
@@ -159,9 +162,17 @@ class SessionStore(UserRows):
 
     @contextlib.contextmanager
     def connect(self, *, write: bool = False) -> Iterator[Any]:
-        """A SQLAlchemy connection; with ``write``, in a transaction committed at the end."""
+        """A SQLAlchemy connection; with ``write``, in a transaction committed at the end.
+
+        While this thread holds the purge lock, it is the lock's own connection (checked
+        before each write: :class:`sessctl.locks.LockLost` if the lock is gone).
+        """
+        pin = self._pin
         try:
-            if write:
+            if pin is not None and pin.thread == threading.get_ident():
+                with pin.use(write=write) as conn:
+                    yield conn
+            elif write:
                 with self.engine.begin() as conn:
                     yield conn
             else:
@@ -499,10 +510,10 @@ class SessionStore(UserRows):
                                    on_batch=on_batch, maintenance=maintenance)
 
     def exclusive(self, name: str = "purge", *, wait: bool = False) -> contextlib.AbstractContextManager[bool]:
-        """Hold a lock named ``name`` for this table across processes (see :func:`sessctl.purge.exclusive`)."""
-        from . import purge
+        """Hold a lock named ``name`` for this table across processes (see :func:`sessctl.locks.exclusive`)."""
+        from . import locks
 
-        return purge.exclusive(self, name, wait=wait)
+        return locks.exclusive(self, name, wait=wait)
 
     def delete_all(self) -> int:
         """Delete every row, and the user index's (log everyone out)."""

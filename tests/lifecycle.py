@@ -246,7 +246,7 @@ class RealServer(Server):
         while time.monotonic() < deadline:
             if self.proc.poll() is not None:
                 raise AssertionError(f"the server exited {self.proc.returncode}: {self.proc.stderr.read()}")
-            if len(self.workers()) >= workers:
+            if workers <= 1 or len(self.workers()) >= workers:
                 with contextlib.suppress(OSError), urllib.request.urlopen(self.url + "/pid", timeout=5) as r:
                     if r.status == 200:
                         return

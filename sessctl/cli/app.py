@@ -53,10 +53,10 @@ class App:
     """Built by the root group from the global options; opens the database lazily."""
 
     def __init__(self, ctx: click.Context, *, db, table, secret_key_file, config, debug, quiet,
-                 time_zone=None, django_settings=None, app=None):
+                 time_zone=None, django_settings=None, app=None, timeout=None):
         self.ctx = ctx
         self.options = {"database_url": db, "table": table, "time_zone": time_zone,
-                        "django_settings": django_settings, "app": app}
+                        "django_settings": django_settings, "app": app, "timeout": timeout}
         self.secret_key_file = secret_key_file
         self.config = config
         self.debug = debug
@@ -94,6 +94,10 @@ class App:
             self._said_conflicts = True
             for line in conflicts:  # the environment and a config file disagree: say which one is used
                 self.say(line)
+        if settings.timeout is None:  # cron and operators can wait longer than a request
+            from sessctl.lifecycle import CLI_TIMEOUT
+
+            settings = settings.replace(timeout=CLI_TIMEOUT)
         if self.debug:
             secret = "set" if settings.secret_key else ("not set" if secrets else "not read (not needed yet)")
             zone = "UTC, deadlines aware (USE_TZ = True)" if settings.time_zone is None else (
@@ -153,12 +157,18 @@ class App:
         """True for a cached_db project: changes must reach Django's cache too."""
         return self._django_cache is not None
 
-    def store(self, *, check: bool = True):
-        """The session store, closed with the command; ``check`` first makes sure the table is there."""
+    def store(self, *, check: bool = True, timeout: float | None = None):
+        """The session store, closed with the command; ``check`` first makes sure the table is there.
+
+        ``timeout`` caps the settings' bound on each database call (``purge --max-seconds``).
+        """
         if self._store is None:
             from sessctl.store import SessionStore
 
-            self._store = SessionStore(self.settings)
+            settings = self.settings
+            if timeout is not None and timeout < settings.timeout:
+                settings = settings.replace(timeout=max(timeout, 0.5))
+            self._store = SessionStore(settings)
             self.ctx.call_on_close(self._store.close)
         if check:
             self._store.check()

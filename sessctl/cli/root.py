@@ -16,6 +16,21 @@ from .commands import users as users_command
 from .types import FileName, TableName
 
 
+class Seconds(click.ParamType):
+    """A number of seconds above 0, at most a day (NaN and infinity are refused)."""
+
+    name = "seconds"
+
+    def convert(self, value, param, ctx):
+        try:
+            seconds = float(value)
+        except (TypeError, ValueError):
+            self.fail(f"{value!r} is not a number of seconds", param, ctx)
+        if not 0 < seconds <= 86400:  # also false for NaN
+            self.fail(f"{value!r} is not a number of seconds above 0 (at most 86400)", param, ctx)
+        return seconds
+
+
 class SessctlGroup(click.Group):
     """Lists commands in the order they are added, and turns runtime errors into `Error: ...` lines."""
 
@@ -132,11 +147,18 @@ def _stdout_gone() -> None:
     help="The app that serves the table, so messages say what it will do. [env: SESSCTL_APP; default: "
     "sessctl, or django with --django-settings]",
 )
+@click.option(
+    "--timeout",
+    type=Seconds(),
+    metavar="SECONDS",
+    help="Longest any one database call may take: connecting, a statement, a lock wait, the "
+    "server's answer. [env: SESSCTL_TIMEOUT; default: 60 here, 5 in the app]",
+)
 @click.option("--debug", is_flag=True, help="Show tracebacks and the settings in use (never the secret).")
 @click.option("-q", "--quiet", is_flag=True, help="Print no messages on stderr, only data and errors.")
 @click.version_option(__version__, "-V", "--version", prog_name="sessctl", message="%(prog)s %(version)s")
 @click.pass_context
-def cli(ctx, db, table, secret_key_file, config, time_zone, django_settings, app_name, debug, quiet):
+def cli(ctx, db, table, secret_key_file, config, time_zone, django_settings, app_name, timeout, debug, quiet):
     """Inspect and maintain a server-side session table (Django's format).
 
     Settings come from these options, then a --config file, then environment
@@ -159,7 +181,7 @@ def cli(ctx, db, table, secret_key_file, config, time_zone, django_settings, app
       sessctl --db postgresql://app@db.internal/app list --expired
     """
     ctx.obj = App(ctx, db=db, table=table, secret_key_file=secret_key_file, config=config, debug=debug, quiet=quiet,
-                  time_zone=time_zone, django_settings=django_settings, app=app_name)
+                  time_zone=time_zone, django_settings=django_settings, app=app_name, timeout=timeout)
 
 
 for command in (

@@ -86,7 +86,8 @@ def purge(app, expired, all_, yes, dry_run, batch_size, max_seconds, wait, maint
         raise click.UsageError("purge --all deletes every session and logs everyone out; add --yes to confirm")
     from ..app import database_label, where
 
-    store = app.store()
+    # --max-seconds is a promise: no one database call (connecting included) may take longer.
+    store = app.store(timeout=max_seconds)
     result = {"mode": mode, "dry_run": dry_run, "database": database_label(app.settings.database_url),
               "table": app.settings.table}
     if maintenance:
