@@ -220,22 +220,29 @@ def served(kind: str, settings, *, workers: int = 4, preload: bool = False, thre
         import pytest
 
         pytest.skip(f"{kind} is not installed next to {sys.executable} (pip install -e '.[test]')")
+    import tempfile
+
     log = open(os.devnull, "w")  # noqa: SIM115
+    # A file, not a pipe: a pipe nobody reads fills up with the server's error logs and then
+    # blocks the server (its event loop, under uvicorn) in the middle of writing one.
+    errors = tempfile.TemporaryFile("w+")  # noqa: SIM115
     proc = subprocess.Popen(argv, cwd=HERE, env=app_env(settings, **(env or {})), stdout=log,
-                            stderr=subprocess.PIPE, text=True, start_new_session=True)
-    server = RealServer(proc, port)
+                            stderr=errors, text=True, start_new_session=True)
+    server = RealServer(proc, port, errors)
     try:
         server.wait_ready(workers)
         yield server
     finally:
         server.stop()
         log.close()
+        errors.close()
 
 
 class RealServer(Server):
-    def __init__(self, proc: subprocess.Popen, port: int) -> None:
+    def __init__(self, proc: subprocess.Popen, port: int, errors) -> None:
         super().__init__(f"http://127.0.0.1:{port}", "127.0.0.1", port, [])
         self.proc = proc
+        self._errors = errors
         self.stderr = ""
 
     def wait_ready(self, workers: int, timeout: float = 60) -> None:
@@ -245,7 +252,8 @@ class RealServer(Server):
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             if self.proc.poll() is not None:
-                raise AssertionError(f"the server exited {self.proc.returncode}: {self.proc.stderr.read()}")
+                self._errors.seek(0)
+                raise AssertionError(f"the server exited {self.proc.returncode}: {self._errors.read()[-3000:]}")
             if workers <= 1 or len(self.workers()) >= workers:
                 with contextlib.suppress(OSError), urllib.request.urlopen(self.url + "/pid", timeout=5) as r:
                     if r.status == 200:
@@ -274,8 +282,8 @@ class RealServer(Server):
                     os.killpg(self.proc.pid, signal.SIGKILL)
                 self.proc.wait(10)
         with contextlib.suppress(Exception):
-            self.stderr = self.proc.stderr.read()
-        self.proc.stderr.close()
+            self._errors.seek(0)
+            self.stderr = self._errors.read()
 
 
 class Browser(Client):
