@@ -30,7 +30,7 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, Any
 
-from sqlalchemy import delete, func, select
+from sqlalchemy import delete, func, or_, select
 from sqlalchemy import exc as sa_exc
 from sqlalchemy.engine import Engine
 
@@ -397,19 +397,25 @@ class SessionStore(UserRows):
             stmt = stmt.where(t.c.expire_date <= now)
         elif state != "all":
             raise ValueError(f"state must be active, expired or all, not {state!r}")
-        stmt = stmt.order_by(t.c.expire_date, t.c.session_key)
-        if limit is not None:
-            stmt = stmt.limit(limit)
-        with self.connect() as conn:
-            try:
-                result = conn.execution_options(stream_results=True, yield_per=batch).execute(stmt)
-                try:
-                    for key, data, exp in result:
-                        yield Row(key, data, exp)
-                finally:
-                    result.close()  # also when the caller stops early (a server-side cursor)
-            except sa_exc.DBAPIError as exc:
-                raise self._translate(exc) from exc
+        # In chunks of ``batch`` rows, each its own short read (keyset on expire_date, key): a long
+        # read never holds a transaction (SQLite's rollback journal: a lock the app's writes wait
+        # for; elsewhere a snapshot) nor a statement past the time bound.
+        exp, key = t.c.expire_date, t.c.session_key
+        last: tuple[datetime, str] | None = None
+        left = limit
+        while left is None or left > 0:
+            n = batch if left is None else min(batch, left)
+            chunk = stmt
+            if last is not None:
+                chunk = chunk.where(exp >= last[0], or_(exp > last[0], key > last[1]))
+            with self.connect() as conn:
+                rows = conn.execute(chunk.order_by(exp, key).limit(n)).all()
+            for k, data, e in rows:
+                yield Row(k, data, e)
+            if len(rows) < n or (last is not None and (rows[-1][2], rows[-1][0]) == last):
+                return
+            last = (rows[-1][2], rows[-1][0])
+            left = None if left is None else left - len(rows)
 
     def sample_rows(self, size: int, *, now: datetime | None = None) -> list[Row]:
         """About ``size`` live rows from a random point of the key space (for estimates).

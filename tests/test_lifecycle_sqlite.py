@@ -111,7 +111,7 @@ def test_app_writes_beside_readers_on_a_rollback_journal_file(settings):
     w, r = _results(writers), _results(readers)
     print("writers", w, "readers", r)
     assert sum(x["ok"] for x in w) > 50, w
-    assert sum(x["reads"] for x in r) > 3, r
+    assert all(x["reads"] >= 1 for x in r), r  # every reader made whole passes
     assert [x["failed"] for x in w] == [0, 0], w
     assert [x["failed"] for x in r] == [0, 0, 0], r
 

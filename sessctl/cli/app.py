@@ -174,6 +174,23 @@ class App:
             self._store.check()
         return self._store
 
+    def journal_hint(self, store) -> None:
+        """On a SQLite file in rollback-journal mode (as Django makes it), say once that WAL would help, and how."""
+        from sessctl.db import sqlite_path
+
+        path = sqlite_path(store.settings.database_url)
+        if path is None or store.dialect != "sqlite":
+            return
+        with store.connect() as conn:
+            mode = str(conn.exec_driver_sql("PRAGMA journal_mode").scalar()).lower()
+        if mode != "wal":
+            self.say(
+                f"note: {path} uses SQLite's rollback journal ({mode}): each app write waits for every reader "
+                "to finish, and long reads (list, stats) delay the app. WAL lets readers and a writer work at "
+                f"once and stays set in the file; switch once, at a quiet moment, with: sqlite3 {path} "
+                "'PRAGMA journal_mode=WAL'"
+            )
+
     def codec(self, why: str | None = None):
         """The codec; without a secret key, None, or with ``why`` an error saying why it is needed."""
         from sessctl.codec import from_settings

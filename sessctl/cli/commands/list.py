@@ -54,6 +54,7 @@ def list_(app, state, browser_close, limit, user, as_json, jsonl):
             raise click.UsageError("--user lists live sessions only: not with --expired, --all or --browser-close")
         return list_user(app, user, limit, as_json, jsonl)
     store = app.store()
+    app.journal_hint(store)
     now = store.now()
 
     def summaries():

@@ -88,6 +88,7 @@ def purge(app, expired, all_, yes, dry_run, batch_size, max_seconds, wait, maint
 
     # --max-seconds is a promise: no one database call (connecting included) may take longer.
     store = app.store(timeout=max_seconds)
+    app.journal_hint(store)
     result = {"mode": mode, "dry_run": dry_run, "database": database_label(app.settings.database_url),
               "table": app.settings.table}
     if maintenance:

@@ -63,7 +63,9 @@ def stats(app, exact, as_json, fmt, output):
     fmt = "json" if as_json else (fmt or "text")
     if output is not None and fmt == "text":
         raise click.UsageError("--output writes --format json or openmetrics")
-    report = compute(app.store(), sample=None if exact else STATS_SAMPLE, django=app.django)
+    store = app.store()
+    app.journal_hint(store)
+    report = compute(store, sample=None if exact else STATS_SAMPLE, django=app.django)
     if fmt == "openmetrics":
         from .. import lastrun
         from ..metrics import openmetrics
