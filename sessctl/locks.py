@@ -139,8 +139,11 @@ def exclusive(store: Any, name: str = "purge", *, wait: bool = False) -> Iterato
         return
     with store.connect() as conn:  # the lock's connection: it runs the whole purge
         if dialect == "postgresql":
-            key = conn.execute(text("SELECT (hashtext(:ns)::bigint << 32) | CAST(:t AS regclass)::oid::bigint"),
-                               {"ns": f"sessctl.{name}", "t": _quoted(store)}).scalar_one()
+            # The table's OID (a table not made yet: its schema-qualified name, hashed).
+            key = conn.execute(text(
+                "SELECT (hashtext(:ns)::bigint << 32) | COALESCE(to_regclass(:t)::oid::bigint, "
+                "hashtext(current_database() || '.' || current_schema() || '.' || :t)::bigint & 4294967295)"
+            ), {"ns": f"sessctl.{name}", "t": _quoted(store)}).scalar_one()
             take = lambda: conn.execute(text("SELECT pg_try_advisory_lock(:k)"), {"k": key}).scalar()  # noqa: E731
             check = (lambda: conn.execute(text(
                 "SELECT count(*) FROM pg_locks WHERE locktype = 'advisory' AND granted AND pid = pg_backend_pid()"

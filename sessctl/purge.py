@@ -114,18 +114,18 @@ def _loop(store, walker: Walker, target: float, pause: float, max_seconds, on_ba
         while not walker.empty:
             if pin is not None and pin.conn is None:
                 pin.verify()  # SQLite: the lock file is still the one we locked
-            if deadline is not None:
+            if deadline is not None:  # the first batch always runs: every run makes progress
                 left = deadline - time.monotonic()
-                if left <= 0:
+                if left <= 0 and result.batches:
                     _stop(store, cutoff, result, pin)
                     break
                 if pin is not None:
-                    pin.budget = left
+                    pin.budget = max(left, 0.5)
             began = time.monotonic()
             try:
                 deleted, more = walker.step(step)
             except StoreError as err:
-                if deadline is not None and time.monotonic() >= deadline - 0.1 and _ran_out(err):
+                if deadline is not None and time.monotonic() >= deadline - 0.6 and _ran_out(err):
                     _stop(store, cutoff, result, pin)  # a lock held by someone else outlasted the budget
                     break
                 raise
