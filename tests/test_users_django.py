@@ -89,3 +89,21 @@ def test_scan_needs_the_secret(django, settings):
     login(django, 7)
     r = CliRunner().invoke(cli, ["--db", settings.database_url, "--table", settings.table, "list", "--user", "7"])
     assert r.exit_code == 1 and "secret key" in r.stderr and "Traceback" not in r.output
+
+
+def test_user_commands_as_a_process_on_a_django_table(django, settings):
+    """The installed command in a process of its own, the key from the environment (as an
+    operator runs it): each user command answers by decoding, none trips over its own order of
+    loading the key and the store."""
+    from helpers import sessctl
+
+    k7 = login(django, 7)
+    users = sessctl(settings, "users", "--json")
+    assert users.returncode == 0, users.stderr
+    assert [(u["user"], u["sessions"]) for u in json.loads(users.stdout)] == [("7", 1)]
+    assert "decoding" in users.stderr
+    listed = sessctl(settings, "list", "--user", "7", "--json")
+    assert listed.returncode == 0, listed.stderr
+    assert [item["key"] for item in json.loads(listed.stdout)] == [k7]
+    dry = sessctl(settings, "delete", "--user", "7", "--dry-run")
+    assert dry.returncode == 0 and dry.stdout.split() == [k7], dry.stderr

@@ -38,12 +38,17 @@ class UserId(click.ParamType):
             return []
 
 
-def needs_secret(app, store, what: str) -> None:
-    """A scan decodes every session: without the secret key, say so before reading anything."""
+def user_store(app, what: str):
+    """The store of a user command, with the secret key loaded before the store is built (a table
+    without a user index is answered by decoding every live session); without a key there, the
+    error says so before anything is read."""
     from sessctl.users import use_index
 
-    if not use_index(store):
+    codec = app.codec()
+    store = app.store()
+    if codec is None and not use_index(store):
         app.codec(f"{what} on a table without a user index decodes every live session")
+    return store
 
 
 def how(found) -> str:
@@ -69,8 +74,7 @@ def list_user(app, user: str, limit: int | None, as_json: bool, jsonl: bool = Fa
     from ..render import json_array, json_lines
     from ..userrender import user_sessions_table
 
-    store = app.store()
-    needs_secret(app, store, "list --user")
+    store = user_store(app, "list --user")
     now = store.now()
     found = store.user_sessions(user)
     items = [user_item(s, now) for s in found[:limit]]
@@ -83,8 +87,7 @@ def list_user(app, user: str, limit: int | None, as_json: bool, jsonl: bool = Fa
 
 def delete_user(app, user: str, keep: tuple[str, ...], dry_run: bool) -> None:
     """`sessctl delete --user ID [--except KEY]... [--dry-run]`."""
-    store = app.store()
-    needs_secret(app, store, "delete --user")
+    store = user_store(app, "delete --user")
     ended = store.end_user_sessions(user, keep=keep, dry_run=dry_run)
     where = f"found {how(ended)}"
     if dry_run:
@@ -125,8 +128,7 @@ def users(app, limit, as_json):
     from ..render import json_array
     from ..userrender import users_table
 
-    store = app.store()
-    needs_secret(app, store, "users")
+    store = user_store(app, "users")
     found = store.users(limit=limit)
     items = [
         {"user": u.user_id, "sessions": u.sessions, "last_activity": None if u.last_activity is None else iso(u.last_activity)}
