@@ -76,9 +76,12 @@ def create_statements(dialect: str, table: str, quote) -> list[str]:
     ts = {"postgresql": "timestamp with time zone", "mysql": "datetime(6)", "mariadb": "datetime(6)"}.get(
         dialect, "datetime"
     )
+    # On MariaDB/MySQL the table's default collation is case- and accent-insensitive: 'Alice' would
+    # find (and end) alice's sessions. User ids compare byte for byte, as on the other backends.
+    exact = " COLLATE utf8mb4_bin" if dialect in ("mysql", "mariadb") else ""
     cols = (
         f"{quote('session_key')} varchar(40) NOT NULL PRIMARY KEY, "
-        f"{quote('user_id')} varchar({USER_ID_LENGTH}) NOT NULL, "
+        f"{quote('user_id')} varchar({USER_ID_LENGTH}){exact} NOT NULL, "
         f"{quote('created_at')} {ts} NOT NULL, {quote('last_seen')} {ts} NOT NULL, "
         f"{quote('ip')} varchar(45) NULL, {quote('user_agent')} varchar(256) NULL"
     )

@@ -236,6 +236,22 @@ def test_a_request_in_flight_does_not_bring_an_ended_session_back(web, then):
 # -- the index stays right --------------------------------------------------------------
 
 
+@pytest.mark.parametrize("other", ["Alice", "ALICE"])
+def test_user_ids_that_differ_only_in_case_or_accents_are_other_users(web, run_ok, other):
+    """MariaDB's default collation would call 'Alice' and 'alice' one user: ending one must never
+    end the other's sessions, on any backend."""
+    w = web()
+    mine, theirs = log_in(w, "alice"), log_in(w, other)
+    assert [item["key"] for item in json.loads(run_ok("list", "--user", other, "--json").stdout)] == [
+        theirs.cookie_value()
+    ]
+    assert theirs.get("/others-out").json() == {"ended": []}
+    run_ok("delete", "--user", other)
+    assert mine.get("/whoami").json() == {"user": "alice"}
+    assert theirs.get("/whoami").json() == {"user": None}
+    assert sorted(u["user"] for u in json.loads(run_ok("users", "--json").stdout)) == ["alice"]
+
+
 def test_login_cycles_the_key_and_a_new_user_gets_an_empty_session(web):
     w = web()
     browser = w.browser()
