@@ -198,11 +198,42 @@ def translate(exc: sa_exc.DBAPIError, dialect: str, url: str, table: str) -> Sto
         return StoreError(f"the database URL is not usable ({msg}); check the part after '?' in --db / SESSCTL_DB")
     if is_deadlock(orig):
         return Conflict(f"the database chose this statement as a deadlock victim ({msg}); try again")
+    if dialect == "sqlite" and "unable to open database file" in low:
+        hint = _sqlite_folder_hint(url)
+        if hint:
+            return StoreError(f"cannot open the SQLite database {sqlite_path(url)} ({msg}): {hint}")
     if isinstance(exc, sa_exc.OperationalError) or exc.connection_invalidated:
         if "locked" in low:
             return StoreError(f"the database is locked by another writer ({msg}); try again")
         return DatabaseUnavailable(f"cannot reach the database {redact_url(url)}: {msg}")
     return StoreError(f"database error: {msg}")
+
+
+def _sqlite_folder_hint(url: str) -> str | None:
+    """Why SQLite could not open an existing file it may read: its folder is not writable, and a
+    write needs a journal file there (the rollback journal, or WAL's -wal/-shm)."""
+    path = sqlite_path(url)
+    if not path or not os.path.isfile(path):
+        return None
+    folder = os.path.dirname(os.path.abspath(path))
+    if os.access(folder, os.W_OK) and _folder_writable(folder):
+        return None
+    return (
+        f"the file and its folder must be readable and writable, and the folder {folder} is not "
+        "writable by this user (SQLite creates its journal, -journal or -wal and -shm, beside the "
+        "database); run as the app's user, or make the folder writable"
+    )
+
+
+def _folder_writable(folder: str) -> bool:
+    """os.access says yes to root even on an immutable folder: try it."""
+    import tempfile
+
+    try:
+        with tempfile.TemporaryFile(dir=folder):
+            return True
+    except OSError:
+        return False
 
 
 def is_deadlock(exc: BaseException | None) -> bool:

@@ -118,3 +118,34 @@ def test_a_relative_database_url_names_the_lock_by_its_absolute_path(tmp_path):
     assert "not writable" not in r.stderr
     lock = Path(json.loads(r.stdout)["lock"])
     assert lock.is_absolute() and lock.parent == tmp_path and lock.exists()
+
+
+@pytest.mark.skipif(shutil.which("chattr") is None, reason="needs chattr")
+def test_a_rollback_journal_database_in_a_read_only_folder_says_why_it_cannot_write(tmp_path):
+    """Django's default db.sqlite3 uses the rollback journal, which SQLite must create beside the
+    file to write: in a folder this user cannot write, purge fails with that reason (not 'cannot
+    reach the database'), and loses nothing."""
+    folder = tmp_path / "deploy"
+    folder.mkdir()
+    db = folder / "db.sqlite3"
+    store = SessionStore(Settings(database_url=f"sqlite:///{db}", secret_key="k"))
+    store.create_table()
+    with store.engine.begin() as conn:
+        conn.execute(insert(store.table), [
+            {"session_key": "e" * 32, "session_data": "e30:1:x", "expire_date": store.now() - timedelta(hours=1)}
+        ])
+    store.close()
+    conn = sqlite3.connect(db)
+    conn.execute("PRAGMA journal_mode=DELETE")
+    conn.close()
+    if subprocess.run(["chattr", "+i", str(folder)], capture_output=True).returncode != 0:
+        pytest.skip("this file system does not support chattr +i")
+    try:
+        r = _purge(db, None, "--json")
+    finally:
+        subprocess.run(["chattr", "-i", str(folder)], check=True)
+    assert r.returncode == 1
+    errors = [line for line in r.stderr.splitlines() if line.startswith("Error:")]
+    assert len(errors) == 1 and "Traceback" not in r.stderr, r.stderr
+    assert "not writable" in errors[0] and "-journal" in errors[0] and "cannot reach" not in errors[0]
+    assert sqlite3.connect(db).execute(f"SELECT COUNT(*) FROM {store.settings.table}").fetchone() == (1,)
