@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Iterable
-from urllib.parse import quote, unquote
+from urllib.parse import quote, quote_plus, unquote, unquote_plus
 
 HIDDEN = "***"
 # Query parameters whose value is a credential, whatever the driver calls them.
@@ -63,6 +63,8 @@ def url_secrets(url: str | None) -> list[str]:
     forms: set[str] = set()
     for secret in found:
         forms |= {secret, unquote(secret), _quote(secret, ""), _quote(secret, "/")}
+        # SQLAlchemy renders query values form-encoded: a space becomes '+'.
+        forms |= {quote_plus(unquote(secret), safe="", errors="surrogatepass"), unquote_plus(secret)}
     return sorted((f for f in forms if len(f) >= _MIN_SCRUB), key=len, reverse=True)
 
 
@@ -77,7 +79,10 @@ def redact_url(url: str | None) -> str:
             parsed = parsed.set(host=parsed.host.rpartition("@")[2], password=HIDDEN)
         elif parsed.password is None and not secrets:
             return url  # nothing to hide: the URL as the user wrote it
-        text = parsed.render_as_string(hide_password=True)
+        hidden = {name: HIDDEN for name in parsed.query if _SECRET_PARAM.search(name)}
+        if hidden:
+            parsed = parsed.update_query_dict(hidden)
+        text = parsed.render_as_string(hide_password=True).replace("=%2A%2A%2A", "=" + HIDDEN)
     except Exception:
         # Not a URL SQLAlchemy can read: keep only the scheme; any of the rest may be a secret.
         scheme, sep, _rest = url.partition("://")

@@ -176,3 +176,21 @@ def test_delete_needs_no_key_either(store):
     r = CliRunner().invoke(cli, ["--db", s.database_url, "--table", s.table, "delete", key],
                            env={"SESSCTL_SECRET_KEY_FILE": "/nonexistent/secret"})
     assert r.exit_code == 0, r.output
+
+
+@pytest.mark.parametrize("url", [
+    "postgresql://u@127.0.0.1:1/x?password=Sekr3t%20x9",
+    "mysql+pymysql://u@127.0.0.1:1/x?password=Sekr3t%20x9%2Fz",
+])
+def test_a_percent_encoded_password_in_the_query_is_never_printed(url, tmp_path, monkeypatch):
+    """SQLAlchemy renders query values form-encoded (a space as '+'): that form is the password too."""
+    from click.testing import CliRunner
+
+    from sessctl.cli import cli
+
+    monkeypatch.chdir(tmp_path)
+    for args in (["list"], ["--debug", "list"], ["stats", "--json"]):
+        r = CliRunner().invoke(cli, ["--db", url, "--timeout", "5", *args], prog_name="sessctl")
+        out = r.output + (r.stderr or "")
+        assert r.exit_code == 1, out
+        assert "Sekr3t" not in out and "password=***" in out
