@@ -12,17 +12,16 @@ moment and re-run.
 
 from __future__ import annotations
 
-import contextlib
 import os
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
 from sqlalchemy import bindparam, delete, select, text
 
-from .db import is_deadlock, sqlite_path
+from .db import is_deadlock
 from .errors import StoreError
 
 DEADLOCK_RETRIES = 5
