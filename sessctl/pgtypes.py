@@ -11,12 +11,10 @@ value before year 1 is simply expired.
 
 from __future__ import annotations
 
-from datetime import datetime, timezone
+from datetime import datetime
 from typing import Any
 
-UTC = timezone.utc
-EARLIEST = datetime(1, 1, 1, tzinfo=UTC)
-LATEST = datetime(9999, 12, 31, 23, 59, 59, 999999, tzinfo=UTC)
+from .tz import EARLIEST, LATEST
 _LOADER: Any = None
 
 

@@ -27,7 +27,7 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta, timezone
 from typing import Any, Protocol
 
-from .tz import Zone
+from .tz import EARLIEST, LATEST, Zone, shift
 from .tz import zone as tz_zone
 
 UTC = timezone.utc
@@ -43,8 +43,6 @@ IDLE_KEY = "_sessctl_idle"
 # 100 years outlives any user, and stays far from the end of every date type on every backend
 # (year 9999 in UTC is year 10000 to a PostgreSQL session east of UTC, which psycopg cannot read).
 MAX_LIFETIME = 100 * 365 * 86400
-EARLIEST = datetime(1, 1, 1, tzinfo=UTC)
-LATEST = datetime(9999, 12, 31, 23, 59, 59, 999999, tzinfo=UTC)
 
 DEFAULT = "default"
 BROWSER_CLOSE = "browser_close"
@@ -91,10 +89,7 @@ def as_utc(moment: datetime) -> datetime:
     """Aware UTC; a naive datetime is taken to be UTC already."""
     if moment.tzinfo is None:
         return moment.replace(tzinfo=UTC)
-    try:
-        return moment.astimezone(UTC)
-    except OverflowError:  # e.g. 9999-12-31T23:00-05:00: past the end of time once in UTC
-        return EARLIEST if moment.year < 5000 else LATEST
+    return shift(moment, UTC)
 
 
 @dataclass(frozen=True, slots=True)
@@ -139,7 +134,7 @@ class Lifetime:
         if self.kind == IDLE:
             out["seconds"] = self.seconds
         elif self.kind == ABSOLUTE and self.deadline is not None:
-            out["deadline"] = self.deadline.astimezone(UTC).isoformat()
+            out["deadline"] = as_utc(self.deadline).isoformat()
             if self.seconds is not None:
                 out["idle_seconds"] = self.seconds
         return out
@@ -148,7 +143,7 @@ class Lifetime:
         if self.kind == IDLE:
             return f"idle timeout {format_seconds(self.seconds or 0)}"
         if self.kind == ABSOLUTE and self.deadline is not None:
-            text = f"absolute, until {self.deadline.astimezone(UTC).isoformat(sep=' ', timespec='seconds')[:19]} UTC"
+            text = f"absolute, until {as_utc(self.deadline).isoformat(sep=' ', timespec='seconds')[:19]} UTC"
             if self.seconds is not None:
                 text += f", or after {format_seconds(self.seconds)} idle"
             return text

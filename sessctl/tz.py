@@ -25,6 +25,19 @@ from functools import lru_cache
 from typing import Any
 
 UTC = timezone.utc
+# The first and last instants a datetime holds in UTC: where a value outside them lands.
+EARLIEST = datetime(1, 1, 1, tzinfo=UTC)
+LATEST = datetime(9999, 12, 31, 23, 59, 59, 999999, tzinfo=UTC)
+
+
+def shift(moment: datetime, tz: tzinfo) -> datetime:
+    """``moment.astimezone(tz)``, except that a moment that would fall outside the range of
+    datetime there (9999-12-31T23:00-05:00 is year 10000 in UTC) becomes the nearest bound
+    (in UTC, the bounds' own zone) instead of raising OverflowError."""
+    try:
+        return moment.astimezone(tz)
+    except OverflowError:
+        return EARLIEST if moment.year < 5000 else LATEST
 
 
 class UnknownTimeZone(ValueError):
@@ -72,7 +85,7 @@ class Zone:
         """A datetime in this zone (a naive one is taken to be in it already)."""
         if moment.tzinfo is None:
             return moment.replace(tzinfo=self.tz)
-        return moment.astimezone(self.tz)
+        return shift(moment, self.tz)
 
     # -- the table --------------------------------------------------------------
 
@@ -123,7 +136,7 @@ class Zone:
         moment = datetime.fromisoformat(text)
         if moment.tzinfo is None:
             return moment.replace(tzinfo=self.tz)
-        return moment.astimezone(self.tz) if self.naive else moment.astimezone(UTC)
+        return shift(moment, self.tz if self.naive else UTC)
 
 
 def _zoneinfo(name: str) -> tzinfo:
