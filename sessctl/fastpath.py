@@ -252,7 +252,9 @@ class FastPath:
 
     def locked(self, key: str, now: datetime, rewrite: Callable[[Any, Any], tuple[str, datetime]]) -> Any:
         """Rewrite one live row under its lock, in one transaction: read it, ``rewrite(data, expire_date)``
-        gives the new (data, expire_date), write it. Returns the (data, expire_date) read, or None if
+        gives the new (data, expire_date), optionally with more ``(sql, params, _)`` steps for the same
+        transaction (the user index row: :mod:`sessctl.userindex`), write it (a None data deletes
+        the row instead). Returns the (data, expire_date) read, or None if
         there is no live row. Writers queue on the lock instead of racing, so this never loses.
 
         Its own transaction, also on an autocommit connection (the lock must outlive the SELECT);
@@ -269,8 +271,13 @@ class FastPath:
                     cur.execute(self.lock, (key, self.bind(now)))
                     found = cur.fetchone()
                     if found is not None:
-                        data, expire_date = rewrite(found[0], self.result(found[1]))
-                        cur.execute(self.put, (data, self.bind(expire_date), key))
+                        data, expire_date, *more = rewrite(found[0], self.result(found[1]))
+                        if data is None:  # the rewrite ends the session (cycle_key retiring its old key)
+                            cur.execute(self.delete, (key,))
+                        else:
+                            cur.execute(self.put, (data, self.bind(expire_date), key))
+                        for sql, params, _ in more[0] if more else ():  # e.g. the user index row
+                            cur.execute(sql, params)
                 except self.operational_error as exc:
                     busy = self.retry_busy and "locked" in str(exc)
                     if not busy and not is_deadlock(exc):

@@ -14,9 +14,9 @@ from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
 from . import activity, policy
-from .errors import CodecError, Conflict, SessionGone
+from .errors import CodecError, SessionGone
 from .policy import EXPIRY_KEY, RESEND_KEY, TILL_BROWSER_CLOSE
-from .store import MAX_CAS_ATTEMPTS, Row, new_key, valid_key
+from .store import Row, new_key, valid_key
 from .userindex import user_of
 
 if TYPE_CHECKING:
@@ -286,7 +286,7 @@ class Session(MutableMapping):
 
     def get_expiry_date(self) -> datetime:
         """When the session would expire on the server if it were saved now (aware UTC)."""
-        return self._expiry_now().expire_date.astimezone(policy.UTC)
+        return policy.as_utc(self._expiry_now().expire_date)
 
     def get_expire_at_browser_close(self) -> bool:
         return self._expiry_now().max_age is None
@@ -374,23 +374,8 @@ class Session(MutableMapping):
         except CodecError:
             return None
 
-    def _rebase(self, base: Row, data: dict[str, Any], now: datetime | None = None) -> tuple[Row | None, dict[str, Any]]:
-        """After a lost compare-and-swap on ``base``: the row as it is now, and ``data``'s changes re-applied to it.
-
-        The row is None when it was deleted (or expired) meanwhile.
-        """
-        codec = self._store.codec
-        fresh = self._store.load_row(base.key, now)
-        if fresh is None:
-            return None, data
-        try:
-            theirs = codec.decode(fresh.session_data)
-        except CodecError:
-            theirs = {}  # unreadable: our copy is the best we have
-        return fresh, _merge(codec.decode(base.session_data), data, theirs)
-
     def _retire_old_row(self, data: dict[str, Any]) -> dict[str, Any]:
-        """Delete the row cycle_key() left behind, by compare-and-swap.
+        """Delete the row cycle_key() left behind, by compare-and-swap (then under its lock).
 
         Changes another writer made to it meanwhile are carried over; if it
         was deleted meanwhile (logout elsewhere, admin, purge) the session
@@ -399,64 +384,58 @@ class Session(MutableMapping):
         """
         old = self._old_row
         assert old is not None
-        for _ in range(MAX_CAS_ATTEMPTS):
-            if self._store.delete_row(old.key, only_if=old, indexed=self._indexed(old.key)):
-                self._old_row = None
-                self._data = data
-                return data
-            fresh, data = self._rebase(old, data)
-            if fresh is None:
+        store = self._store
+        if not store.delete_row(old.key, only_if=old, indexed=self._indexed(old.key)):
+            # Lost the race: merge the other writer's changes and delete under the row's lock,
+            # so this cannot lose again however many writers there are.
+            merged = {"data": data}
+
+            def retire(current: Row) -> tuple[None, None, list]:
+                merged["data"], _ = _rebased(store.codec, old, data, current)
+                return None, None, store._side_steps(old.key, ("drop",))
+
+            if store.rewrite_row(old.key, retire) is None:
                 self._old_row = self._row = None
                 self._key = None
                 self._fresh_key = False
                 raise SessionGone(f"session {old.key} was deleted while this request ran")
-            old = fresh
-        raise Conflict(f"session {old.key} kept changing; gave up after {MAX_CAS_ATTEMPTS} attempts")
+            data = merged["data"]
+        self._old_row = None
+        self._data = data
+        return data
 
     def _swap(self, data: dict[str, Any]) -> str:
         store = self._store
         row = self._row
         assert row is not None
-        row_user = self._row_user
-        for _ in range(MAX_CAS_ATTEMPTS):
-            now = store.now()
-            exp = policy.compute(store.settings, data, now)
-            encoded = store.codec.encode(data)
-            side = activity.user_change(self, row_user, data, now, exp.lifetime)
-            if store.swap_row(row, encoded, exp.expire_date, side=side):
-                self._row = Row(row.key, encoded, exp.expire_date)
-                self._data = data
-                self.expiry = exp
-                self._row_user = self._users[row.key] = user_of(data, store.settings.user_key)
-                if side is not None:
-                    self._seen = now if self._row_user is not None else None
-                return row.key
-            if not store.user_index_ready():
-                # Lost the race: re-apply this request's changes under the row's lock, so the
-                # retry cannot lose again however many writers there are (issue 11, item 17).
-                return self._swap_locked(row, data, now)
-            fresh, data = self._rebase(row, data, now)
-            if fresh is None:
-                self._row = None
-                self._key = None
-                raise SessionGone(f"session {row.key} was deleted while this request ran")
-            row, row_user = fresh, self._user_of_row(fresh)
-        raise Conflict(f"session {row.key} kept changing; gave up after {MAX_CAS_ATTEMPTS} attempts")
+        now = store.now()
+        exp = policy.compute(store.settings, data, now)
+        encoded = store.codec.encode(data)
+        side = activity.user_change(self, self._row_user, data, now, exp.lifetime)
+        if store.swap_row(row, encoded, exp.expire_date, side=side):
+            self._row = Row(row.key, encoded, exp.expire_date)
+            self._data = data
+            self.expiry = exp
+            self._row_user = self._users[row.key] = user_of(data, store.settings.user_key)
+            if side is not None:
+                self._seen = now if self._row_user is not None else None
+            return row.key
+        # Lost the race: re-apply this request's changes under the row's lock (with the user
+        # index row in the same transaction), so the retry cannot lose again however many
+        # writers there are (issue 11, item 17).
+        return self._swap_locked(row, data, now)
 
     def _swap_locked(self, row: Row, data: dict[str, Any], now: Any) -> str:
         store = self._store
         codec = store.codec
-        original = codec.decode(row.session_data)
         merged: dict[str, Any] = {}
 
-        def rewrite(current: Row) -> tuple[str, Any]:
-            try:
-                theirs = codec.decode(current.session_data)
-            except CodecError:
-                theirs = {}  # unreadable: our copy is the best we have
-            merged["data"] = _merge(dict(original), data, theirs)
-            merged["exp"] = policy.compute(store.settings, merged["data"], now)
-            return codec.encode(merged["data"]), merged["exp"].expire_date
+        def rewrite(current: Row) -> tuple[str, Any, list]:
+            merged["data"], theirs = _rebased(codec, row, data, current)
+            merged["exp"] = exp = policy.compute(store.settings, merged["data"], now)
+            theirs_user = user_of(theirs, store.settings.user_key)
+            merged["side"] = side = activity.user_change(self, theirs_user, merged["data"], now, exp.lifetime)
+            return codec.encode(merged["data"]), exp.expire_date, store._side_steps(row.key, side)
 
         done = store.rewrite_row(row.key, rewrite, now)
         if done is None:
@@ -467,7 +446,19 @@ class Session(MutableMapping):
         self._data = merged["data"]
         self.expiry = merged["exp"]
         self._row_user = self._users[row.key] = user_of(merged["data"], store.settings.user_key)
+        if merged["side"] is not None:
+            self._seen = now if self._row_user is not None else None
         return row.key
+
+
+def _rebased(codec: Any, base: Row, ours: dict[str, Any], current: Row) -> tuple[dict[str, Any], dict[str, Any]]:
+    """Our changes (made to ``base``) re-applied to ``current``, the row as another writer left it;
+    and that writer's data."""
+    try:
+        theirs = codec.decode(current.session_data)
+    except CodecError:
+        theirs = {}  # unreadable: our copy is the best we have
+    return _merge(codec.decode(base.session_data), ours, theirs), theirs
 
 
 def _merge(original: dict[str, Any], ours: dict[str, Any], theirs: dict[str, Any]) -> dict[str, Any]:

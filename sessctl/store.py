@@ -54,7 +54,6 @@ __all__ = [
 KEY_CHARS = string.ascii_lowercase + string.digits
 KEY_LENGTH = 32
 MAX_KEY_ATTEMPTS = 10
-MAX_CAS_ATTEMPTS = 50
 
 
 def new_key() -> str:
@@ -298,9 +297,10 @@ class SessionStore(UserRows):
         return fast.run(fast.swap, (session_data, fast.bind(expire_date), old.key, old.session_data)) == 1
 
     def rewrite_row(
-        self, key: str, rewrite: Callable[[Row], tuple[str, datetime]], now: datetime | None = None
+        self, key: str, rewrite: Callable[[Row], tuple], now: datetime | None = None
     ) -> tuple[Row, Row] | None:
-        """Rewrite a live row under its lock: ``rewrite(row)`` gives the new (session_data, expire_date).
+        """Rewrite a live row under its lock: ``rewrite(row)`` gives the new (session_data, expire_date),
+        optionally with the user index steps of the same save (``_side_steps``) as a third item.
 
         For the retry after a lost compare-and-swap: the row cannot change between the read and
         the write, so this converges however many writers there are. Returns (the row read, the
@@ -310,10 +310,10 @@ class SessionStore(UserRows):
             return None
         written: list[Row] = []
 
-        def apply(data: str, expire_date: datetime) -> tuple[str, datetime]:
-            new_data, new_expiry = rewrite(Row(key, data, expire_date))
-            written.append(Row(key, new_data, new_expiry))
-            return new_data, new_expiry
+        def apply(data: str, expire_date: datetime) -> tuple:
+            new = rewrite(Row(key, data, expire_date))
+            written.append(Row(key, new[0], new[1]))
+            return new
 
         found = self._fast.locked(key, self.now() if now is None else now, apply)
         if found is None:

@@ -11,7 +11,6 @@ from __future__ import annotations
 import threading
 import time
 
-import pytest
 
 from sessctl.session import Session
 from sessctl.store import Conflict
@@ -50,6 +49,23 @@ def hammer(store, key, seconds=SECONDS, threads=THREADS):
     return errors, done
 
 
+def after_a_second(action):
+    """Run ``action`` in a thread after one second; its result lands in ``result["value"]``
+    (or ``result["error"]``)."""
+    result: dict = {}
+
+    def run():
+        time.sleep(1.0)
+        try:
+            result["value"] = action()
+        except BaseException as exc:
+            result["error"] = exc
+
+    t = threading.Thread(target=run)
+    t.start()
+    return t, result
+
+
 def test_sixteen_writers_on_one_session_never_conflict(store, backend):
     s = Session(store)
     s["x"] = 0
@@ -73,17 +89,7 @@ def test_command_line_rewrite_during_sustained_writes(store, backend):
     s = Session(store)
     s["x"] = 0
     key = s.save()
-    result = {}
-
-    def admin():
-        time.sleep(1.0)
-        try:
-            result["data"], result["exp"] = store.update(key, lambda d: requested(7200).apply(d), resend=True)
-        except BaseException as exc:
-            result["error"] = exc
-
-    t = threading.Thread(target=admin)
-    t.start()
+    t, result = after_a_second(lambda: store.update(key, lambda d: requested(7200).apply(d), resend=True))
     errors, done = hammer(store, key, seconds=3.0, threads=8)
     t.join(30)
     assert "error" not in result, result.get("error")
@@ -91,3 +97,48 @@ def test_command_line_rewrite_during_sustained_writes(store, backend):
     final = Session(store, key)
     assert final.lifetime.kind == "absolute"
     assert final.get_expiry_date() <= store.now() + timedelta(seconds=7300)
+
+
+def test_writers_of_a_logged_in_session_keep_its_user_index_row(store, backend):
+    """The same storm on a session with a user (so saves also write the user index row, with
+    activity tracking due on every save): no save fails, none is lost, and the user's sessions
+    are still found through the index afterwards."""
+    s = Session(store)
+    s.login("alice")
+    key = s.save()
+    errors, done = hammer(store, key, seconds=3.0, threads=8)
+    assert errors == [], errors[:3]
+    final = Session(store, key)
+    assert final.user_id == "alice"
+    assert all(final.get(f"t{i}") == done[i] for i in range(8))
+    found = store.user_sessions("alice")
+    assert [r.key for r in found] == [key] and found.method == "index"
+
+
+def test_login_during_sustained_writes_converges(store, backend):
+    """A login (new key, old row retired) while 8 threads write the old key: the login never
+    fails with Conflict, the new key holds the user and every write that landed on the old key
+    before it retired, and the old key is gone (later writers are told SessionGone)."""
+    from sessctl.store import SessionGone
+
+    s = Session(store)
+    s["x"] = 0
+    old = s.save()
+
+    def login():
+        me = Session(store, old)
+        me.get("x")
+        time.sleep(0.05)  # let writers change the row under it, so the first retire loses
+        me.login("bob")
+        return me.save()
+
+    t, result = after_a_second(login)
+    errors, done = hammer(store, old, seconds=2.5, threads=8)
+    t.join(30)
+    assert "error" not in result, repr(result.get("error"))
+    assert all(isinstance(e, SessionGone) for e in errors), errors[:3]
+    assert store.get_row(old) is None
+    new = Session(store, result["value"])
+    assert new.user_id == "bob"
+    assert any(k.startswith("t") for k in new.keys())  # the writers' changes were carried over
+    assert [r.key for r in store.user_sessions("bob")] == [result["value"]]
