@@ -11,7 +11,6 @@ from __future__ import annotations
 import threading
 import time
 
-
 from sessctl.session import Session
 from sessctl.store import Conflict
 
