@@ -130,6 +130,16 @@ def _p(store: Any) -> str:
     return "?" if store.engine.dialect.paramstyle == "qmark" else "%s"
 
 
+def _exact(store: Any, column: str) -> str:
+    """The user id column as it compares byte for byte: under MariaDB/MySQL's PAD SPACE collations
+    (utf8mb4_bin included) 'ivan ' equals and groups with 'ivan'; its bytes do not."""
+    return f"CAST({column} AS BINARY)" if store.dialect in ("mysql", "mariadb") else column
+
+
+def _text(value: Any) -> str:
+    return value.decode("utf-8") if isinstance(value, (bytes, bytearray)) else str(value)
+
+
 def _fetch(store: Any, sql: str, params: tuple) -> list[tuple]:
     """Run one read (driver SQL) on a pooled connection; its rows. Not the fast path: commands stay light."""
     with store.connect() as conn:
@@ -144,10 +154,13 @@ def _indexed(store: Any, user_id: str, now: datetime) -> tuple[list[UserSession]
     n, p, fast = _names(store), _p(store), store._fast
     sql = (
         f"SELECT u.{n['key']}, s.{n['data']}, s.{n['exp']}, u.{n['created']}, u.{n['seen']}, u.{n['ip']}, "
-        f"u.{n['ua']} FROM {n['u']} u LEFT JOIN {n['t']} s ON s.{n['key']} = u.{n['key']} WHERE u.{n['uid']} = {p}"
+        f"u.{n['ua']}, {_exact(store, 'u.' + n['uid'])} FROM {n['u']} u LEFT JOIN {n['t']} s "
+        f"ON s.{n['key']} = u.{n['key']} WHERE u.{n['uid']} = {p}"
     )
     live, dead = [], []
-    for key, data, exp, created, seen, ip, ua in _fetch(store, sql, (user_id,)):
+    for key, data, exp, created, seen, ip, ua, uid in _fetch(store, sql, (user_id,)):
+        if _text(uid) != user_id:
+            continue  # MariaDB/MySQL: 'ivan ' = 'ivan' under a PAD SPACE collation; ids match byte for byte
         expire = None if exp is None else fast.result(exp)
         if expire is None or expire <= now:
             dead.append(key)
@@ -266,12 +279,13 @@ def users(store: Any, *, limit: int | None = None, now: datetime | None = None) 
     now = store.now() if now is None else now
     if use_index(store):
         n, p, fast = _names(store), _p(store), store._fast
+        user = _exact(store, "u." + n["uid"])
         sql = (
-            f"SELECT u.{n['uid']}, COUNT(*), MAX(u.{n['seen']}) FROM {n['u']} u JOIN {n['t']} s "
-            f"ON s.{n['key']} = u.{n['key']} WHERE s.{n['exp']} > {p} GROUP BY u.{n['uid']}"
+            f"SELECT {user}, COUNT(*), MAX(u.{n['seen']}) FROM {n['u']} u JOIN {n['t']} s "
+            f"ON s.{n['key']} = u.{n['key']} WHERE s.{n['exp']} > {p} GROUP BY {user}"
         )
         rows = _fetch(store, sql, (fast.bind(now),))
-        summaries = [UserSummary(str(uid), int(count), fast.result(seen)) for uid, count, seen in rows]
+        summaries = [UserSummary(_text(uid), int(count), fast.result(seen)) for uid, count, seen in rows]
         method, read = "index", 0
     else:
         per: dict[str, list[Any]] = {}

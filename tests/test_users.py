@@ -13,6 +13,7 @@ import json
 import threading
 from dataclasses import dataclass
 from datetime import timedelta
+from urllib.parse import quote, unquote
 
 import pytest
 from click.testing import CliRunner
@@ -32,7 +33,7 @@ UA = "Mozilla/5.0 (X11; Linux x86_64) TestBrowser/1.0"
 
 
 def v_login(session, environ):
-    user = environ["QUERY_STRING"].partition("=")[2]
+    user = unquote(environ["QUERY_STRING"].partition("=")[2])
     result = session.login(user)
     return {"evicted": list(result.evicted), "reason": result.reason}
 
@@ -89,7 +90,7 @@ def web(store):
 
 def log_in(w: Web, user: str, **headers) -> Client:
     browser = w.browser()
-    r = browser.get(f"/login?user={user}", headers=headers or None)
+    r = browser.get(f"/login?user={quote(user)}", headers=headers or None)
     assert r.status == 200, r.body
     assert browser.cookie_value()
     return browser
@@ -236,10 +237,11 @@ def test_a_request_in_flight_does_not_bring_an_ended_session_back(web, then):
 # -- the index stays right --------------------------------------------------------------
 
 
-@pytest.mark.parametrize("other", ["Alice", "ALICE"])
+@pytest.mark.parametrize("other", ["Alice", "ALICE", "alice ", "alicé"])
 def test_user_ids_that_differ_only_in_case_or_accents_are_other_users(web, run_ok, other):
-    """MariaDB's default collation would call 'Alice' and 'alice' one user: ending one must never
-    end the other's sessions, on any backend."""
+    """MariaDB's default collation would call 'Alice', 'alicé' and 'alice' one user, and every PAD
+    SPACE collation (utf8mb4_bin too) 'alice ' and 'alice': ending one must never end the other's
+    sessions, nor count them as one user, on any backend."""
     w = web()
     mine, theirs = log_in(w, "alice"), log_in(w, other)
     assert [item["key"] for item in json.loads(run_ok("list", "--user", other, "--json").stdout)] == [
@@ -250,6 +252,11 @@ def test_user_ids_that_differ_only_in_case_or_accents_are_other_users(web, run_o
     assert mine.get("/whoami").json() == {"user": "alice"}
     assert theirs.get("/whoami").json() == {"user": None}
     assert sorted(u["user"] for u in json.loads(run_ok("users", "--json").stdout)) == ["alice"]
+    again = log_in(w, other)
+    assert sorted((u["user"], u["sessions"]) for u in json.loads(run_ok("users", "--json").stdout)) == sorted(
+        [("alice", 1), (other, 1)]
+    )
+    assert again.get("/whoami").json() == {"user": other}
 
 
 def test_login_cycles_the_key_and_a_new_user_gets_an_empty_session(web):

@@ -18,8 +18,8 @@ class UserId(click.ParamType):
     name = "user"
 
     def convert(self, value, param, ctx):
-        text = str(value).strip()
-        if not text or len(text) > 150:
+        text = str(value)  # as given: "alice " is another user than "alice"
+        if not text.strip() or len(text) > 150:
             self.fail(f"{value!r} is not a user id (1 to 150 characters)", param, ctx)
         return text
 
