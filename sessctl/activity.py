@@ -18,7 +18,9 @@ from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
 from . import policy
+from .errors import SessionGone
 from .userindex import USER_ID_LENGTH, SideRow, user_of
+from .userlimit import admit, eviction, refusal
 from .users import LoginResult, SessionLimitReached
 
 if TYPE_CHECKING:
@@ -118,19 +120,11 @@ def login(session: Session, user_id: Any) -> LoginResult:
         others = [s for s in store.user_sessions(uid) if s.key != mine]
         if len(others) >= limit:
             if settings.on_max_sessions == "refuse":
-                raise SessionLimitReached(
-                    f"user {uid} already has {len(others)} active session{'s' if len(others) != 1 else ''} "
-                    f"and at most {limit} {'are' if limit != 1 else 'is'} allowed: log out on another device first",
-                    user_id=uid, limit=limit, sessions=others,
-                )
+                raise SessionLimitReached(refusal(uid, len(others), limit), user_id=uid, limit=limit, sessions=others)
             oldest = sorted(others, key=lambda s: (s.last_activity or s.expire_date).timestamp())
             victims = [s.key for s in oldest[: len(others) - limit + 1]]
             store.end_sessions(victims)
-            result = LoginResult(
-                tuple(victims),
-                f"signed out {len(victims)} older session{'s' if len(victims) != 1 else ''} of user {uid}: "
-                f"at most {limit} {'are' if limit != 1 else 'is'} allowed",
-            )
+            result = LoginResult(tuple(victims), eviction(uid, victims, limit))
     current = session.user_id
     if current is not None and current != uid:
         session.flush()  # another user's session: start from nothing, as Django does
@@ -138,6 +132,37 @@ def login(session: Session, user_id: Any) -> LoginResult:
     session[settings.user_key] = uid
     session.login_result = result
     return result
+
+
+def create_row(session: Session, encoded: str, expire_date: datetime, side: SideRow | None, now: datetime) -> str:
+    """Insert the session's new row; with a user and ``max_sessions_per_user``, within the limit.
+
+    :func:`login` checks the limit when it is called; parallel logins of one user can all pass
+    that check, so the insert itself counts again under a lock of the user
+    (:mod:`sessctl.userlimit`) and evicts what the race left over (added to
+    ``session.login_result``). A refusal found only here ends this request's session:
+    :class:`~sessctl.errors.SessionGone` (the adapters' 400; the retried login is refused cleanly).
+    """
+    store = session._store
+    key = session._key if session._fresh_key else None
+    if side is None or not store.settings.max_sessions_per_user or not store.user_index_ready():
+        return store.create_row(encoded, expire_date, key=key, side=side)
+    evicted: list[str] = []
+
+    def insert(key: str, data: str) -> bool:
+        try:
+            inserted, ended = admit(store, key, data, expire_date, side, now=now)
+        except SessionLimitReached as exc:
+            raise SessionGone(f"login refused: {exc.reason}") from exc
+        evicted.extend(ended)
+        return inserted
+
+    key = store.create_row(encoded, expire_date, key=key, side=side, insert=insert)
+    if evicted:
+        before = session.login_result
+        keys = (*(before.evicted if before else ()), *evicted)
+        session.login_result = LoginResult(keys, eviction(side.user_id, list(keys), store.settings.max_sessions_per_user))
+    return key
 
 
 def user_change(session: Session, row_user: str | None, data: dict[str, Any], now: datetime, lifetime) -> Any:

@@ -359,7 +359,7 @@ class Session(MutableMapping):
         encoded = store.codec.encode(data)
         user = user_of(data, store.settings.user_key)
         side = activity.side_row(self, user, now) if user is not None else None
-        key = store.create_row(encoded, exp.expire_date, key=self._key if self._fresh_key else None, side=side)
+        key = activity.create_row(self, encoded, exp.expire_date, side, now)
         self._row_user, self._seen = user, (now if side is not None else None)
         self._users[key] = user
         self._key = key

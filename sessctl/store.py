@@ -271,16 +271,17 @@ class SessionStore(UserRows):
 
     def create_row(
         self, session_data: str | Callable[[str], str], expire_date: datetime, *, key: str | None = None,
-        side: Any = None,
+        side: Any = None, insert: Callable[[str, str], bool] | None = None,
     ) -> str:
         """Insert under a fresh random key (``key`` first, if given) and return it.
 
-        ``session_data`` may be a function of the new key (rarely needed).
+        ``session_data`` may be a function of the new key (rarely needed). ``insert(key, data)``,
+        if given, does the insert instead of :meth:`insert_row` (False: the key is taken).
         """
         for _ in range(MAX_KEY_ATTEMPTS):
             key = key or new_key()
             data = session_data(key) if callable(session_data) else session_data
-            if self.insert_row(key, data, expire_date, side=side):
+            if insert(key, data) if insert is not None else self.insert_row(key, data, expire_date, side=side):
                 return key
             key = None
         raise Conflict("could not find a free session key (is the random source broken?)")
