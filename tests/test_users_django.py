@@ -107,3 +107,45 @@ def test_user_commands_as_a_process_on_a_django_table(django, settings):
     assert [item["key"] for item in json.loads(listed.stdout)] == [k7]
     dry = sessctl(settings, "delete", "--user", "7", "--dry-run")
     assert dry.returncode == 0 and dry.stdout.split() == [k7], dry.stderr
+
+
+def test_rebuild_index_builds_and_repairs_it_from_the_sessions(django, run_ok, run, settings):
+    """A table without a user index (here Django's own, later served by sessctl's runtime):
+    --rebuild-index creates the index from the verified sessions, user commands then answer from
+    it with the same results as the scan, and a second run repairs rows that went wrong."""
+    from sqlalchemy import text
+
+    from sessctl.userindex import side_name
+
+    k1, k2, kb = login(django, 7), login(django, 7), login(django, 8)
+    anonymous = django("django_peer.py", "create", "--data", '{"cart": 3}')["key"]
+    scanned = {item["key"] for item in json.loads(run_ok("list", "--user", "7", "--json").stdout)}
+
+    refused = run("users", "--rebuild-index", env={"SESSCTL_APP": "django"})
+    assert refused.exit_code == 1 and "served by Django" in refused.output
+    store = SessionStore(settings)
+    assert not store.user_index_ready()  # the refusal changed nothing
+
+    built = json.loads(run_ok("users", "--rebuild-index", "--json").stdout)
+    assert built == {"created": True, "scanned": 4, "indexed": 3, "added": 3, "removed": 0}
+    listed = run_ok("list", "--user", "7", "--json")
+    assert {item["key"] for item in json.loads(listed.stdout)} == scanned == {k1, k2}
+    assert "from the user index" in listed.stderr
+    assert [(u["user"], u["sessions"]) for u in json.loads(run_ok("users", "--json").stdout)] == [("7", 2), ("8", 1)]
+
+    side = side_name(settings.table)
+    q = store.engine.dialect.identifier_preparer.quote
+    with store.engine.begin() as conn:  # the index goes wrong: bob's row names alice, the anonymous one a user
+        conn.execute(text(f"UPDATE {q(side)} SET user_id = '7' WHERE session_key = :k"), {"k": kb})
+        conn.execute(text(f"DELETE FROM {q(side)} WHERE session_key = :k"), {"k": k2})
+        conn.execute(
+            text(f"INSERT INTO {q(side)} (session_key, user_id, created_at, last_seen) VALUES (:k, '9', :t, :t)"),
+            {"k": anonymous, "t": store.now().replace(tzinfo=None)},
+        )
+    repaired = json.loads(run_ok("users", "--rebuild-index", "--json").stdout)
+    assert repaired == {"created": False, "scanned": 4, "indexed": 3, "added": 2, "removed": 2}
+    assert {i["key"] for i in json.loads(run_ok("list", "--user", "7", "--json").stdout)} == {k1, k2}
+    assert [(u["user"], u["sessions"]) for u in json.loads(run_ok("users", "--json").stdout)] == [("7", 2), ("8", 1)]
+    again = json.loads(run_ok("users", "--rebuild-index", "--json").stdout)
+    assert again["added"] == again["removed"] == 0
+    store.close()

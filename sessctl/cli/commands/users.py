@@ -107,9 +107,11 @@ def delete_user(app, user: str, keep: tuple[str, ...], dry_run: bool) -> None:
 
 @click.command()
 @click.option("--limit", type=click.IntRange(min=1), metavar="N", help="Show at most N users.")
+@click.option("--rebuild-index", is_flag=True,
+              help="Build the user index (or repair it) from the sessions themselves, then exit.")
 @json_option
 @pass_app
-def users(app, limit, as_json):
+def users(app, limit, rebuild_index, as_json):
     """Users with live sessions, most first, with last activity.
 
     The user of a session is the value under the app's user key (Django's
@@ -118,11 +120,19 @@ def users(app, limit, as_json):
     on a table Django writes it decodes every live session with the secret
     key. Says on stderr which way it answered.
 
+    --rebuild-index creates the index of a table sessctl's runtime serves
+    (one created before the index existed) or repairs it, decoding every
+    live session once; the app may keep running. Not for a table Django
+    serves (app = "django"): Django's logins would not keep it.
+
     \b
     Example:
       sessctl users --limit 10
       sessctl users --json | jq '.[0].user'
+      sessctl users --rebuild-index
     """
+    if rebuild_index:
+        return rebuild(app, as_json)
     from sessctl.reports import iso
 
     from ..render import json_array
@@ -136,3 +146,27 @@ def users(app, limit, as_json):
     ]
     shown = json_array(items) if as_json else users_table(items, store.now())
     app.say(f"{'no' if not shown else shown} user{'' if shown == 1 else 's'} with live sessions (found {how(found)})")
+
+
+def rebuild(app, as_json: bool) -> None:
+    """`sessctl users --rebuild-index`."""
+    from dataclasses import asdict
+
+    from sessctl.userrebuild import rebuild as run
+
+    if getattr(app.settings, "app", "sessctl") == "django":
+        raise click.ClickException(
+            'this table is served by Django (app = "django"): its logins would not keep a user index up to date, '
+            "so user commands decode every live session instead; nothing was changed"
+        )
+    app.codec("--rebuild-index decodes every live session")
+    store = app.store()
+    done = run(store)
+    if as_json:
+        from ..render import json_object
+
+        json_object(asdict(done))
+    app.say(
+        f"user index {'created' if done.created else 'checked'}: {done.scanned:,} live sessions read, "
+        f"{done.indexed:,} with a user; {done.added:,} index rows written, {done.removed:,} removed"
+    )

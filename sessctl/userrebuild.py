@@ -1,0 +1,101 @@
+"""Build or repair the user index from the sessions themselves (``sessctl users --rebuild-index``).
+
+For a table sessctl's runtime serves whose index is missing (created before
+the index existed) or was bypassed (rows written by something else). The live
+rows are read in key order, ``BATCH`` at a time, each session's user decoded
+and its signature verified with the secret key, and the index rows of that
+batch compared and corrected. The app may keep running: every correction is
+conditional on the session row still holding the data that was decoded (one
+transaction per session), so a session the app changed, logged in or out
+meanwhile is left to the app's own index writes, never overwritten with
+what was read before. Index rows of sessions that no longer exist are swept
+last, as purge does.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime, timezone
+from typing import Any
+
+from . import codec as codecs
+from .userindex import run_txn, user_of
+from .users import _exact, _fetch, _names, _p, _text, index_ready, sweep
+
+BATCH = 2000
+
+
+@dataclass(frozen=True, slots=True)
+class Rebuilt:
+    created: bool  # the index table did not exist
+    scanned: int  # live session rows read
+    indexed: int  # live sessions with a verified user
+    added: int  # index rows written (missing or naming another user)
+    removed: int  # index rows deleted (their session has no user, or is gone)
+
+
+def rebuild(store: Any) -> Rebuilt:
+    created = not index_ready(store)
+    if created:
+        with store.connect(write=True) as conn:
+            store._create_user_index(conn)
+    n, p, fast = _names(store), _p(store), store._fast
+    codec, user_key = store.codec, store.settings.user_key
+    now = store.now()
+    rows_sql = (
+        f"SELECT {n['key']}, {n['data']} FROM {n['t']} WHERE {n['key']} > {p} AND {n['exp']} > {p} "
+        f"ORDER BY {n['key']} LIMIT {BATCH}"
+    )
+    holds = f"EXISTS (SELECT 1 FROM {n['t']} s WHERE s.{n['key']} = {p} AND s.{n['data']} = {p})"
+    drop = f"DELETE FROM {n['u']} WHERE {n['key']} = {p} AND {holds}"
+    add = (
+        f"INSERT INTO {n['u']} ({n['key']}, {n['uid']}, {n['created']}, {n['seen']}, {n['ip']}, {n['ua']}) "
+        f"SELECT {p}, {p}, {p}, {p}, NULL, NULL FROM {n['t']} s WHERE s.{n['key']} = {p} AND s.{n['data']} = {p}"
+    )
+    scanned = indexed = added = removed = 0
+    last = ""
+    while True:
+        batch = _fetch(store, rows_sql, (last, fast.bind(now)))
+        if not batch:
+            break
+        last = batch[-1][0]
+        scanned += len(batch)
+        keys = [k for k, _ in batch]
+        have = dict(
+            (k, _text(u)) for k, u in _fetch(
+                store,
+                f"SELECT {n['key']}, {_exact(store, n['uid'])} FROM {n['u']} WHERE {n['key']} IN ({', '.join([p] * len(keys))})",
+                tuple(keys),
+            )
+        )
+        for key, data in batch:
+            user = _user(codec, data, user_key)
+            indexed += user is not None
+            if have.get(key) == user:
+                continue
+            steps = [(drop, (key, key, data), False)]
+            if user is not None:
+                stamp = fast.bind(_signed(data, now))
+                steps.append((add, (key, user, stamp, stamp, key, data), False))
+            counts = run_txn(fast, steps)
+            if counts is not None:
+                removed += counts[0] if key in have else 0
+                added += counts[1] if len(counts) > 1 else 0
+    swept, _ = sweep(store)
+    return Rebuilt(created, scanned, indexed, added, removed + swept)
+
+
+def _user(codec: Any, data: str, user_key: str) -> str | None:
+    """The verified user of a stored session, or None (anonymous, unreadable, or a bad signature)."""
+    try:
+        return user_of(codec.decode(data), user_key)
+    except codecs.CodecError:
+        return None
+
+
+def _signed(data: str, now: datetime) -> datetime:
+    """When the session was last saved (its signing time): the index's created/last seen for it."""
+    ts = codecs.signed_at(data)
+    if ts is None:
+        return now
+    return datetime.fromtimestamp(ts, tz=timezone.utc)
