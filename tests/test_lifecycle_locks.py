@@ -56,11 +56,12 @@ def _idle_url(backend: str, url: str, seconds: int) -> str:
 def test_server_idle_timeout_does_not_take_the_purge_lock(store, backend):
     """The server closes connections idle for 1 s. A purge that runs for several seconds keeps its
     lock all along: a second purge started meanwhile says another one is running."""
-    fill(store, expired=4000, live=10)
+    # 10,000 batches of 3: about 10 s of work on this machine unloaded (4,000 rows ended before the check)
+    fill(store, expired=30000, live=10)
     short = store.settings.replace(database_url=_idle_url(backend, store.settings.database_url, 1))
     first = popen(short, "purge", "--expired", "--batch-size", "3", "--json")
     try:
-        _started(store, first, 4000)
+        _started(store, first, 30000)
         time.sleep(2.5)  # past the idle timeout
         assert first.poll() is None, "the first purge ended before the check"
         second = sessctl(store.settings, "purge", "--expired", "--json")
