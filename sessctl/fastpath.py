@@ -42,7 +42,7 @@ class FastPath:
     __slots__ = (
         "load", "insert", "swap", "delete", "delete_if", "lock", "put", "bind", "result",
         "dbapi_error", "integrity_error", "operational_error", "retry_busy", "autocommit", "busy_timeout",
-        "data_of", "wal", "_engine", "_translate", "_idle", "_packet", "_pid", "_alive", "__weakref__",
+        "data_of", "reads", "wal", "_engine", "_translate", "_idle", "_packet", "_pid", "_alive", "__weakref__",
     )
 
     def __init__(
@@ -79,6 +79,7 @@ class FastPath:
         # CAST(... AS BINARY) still finds the row through the primary key (EXPLAIN: const).
         k = f"CAST({p} AS BINARY)" if dialect.name in ("mysql", "mariadb") else p
         self.load = f"SELECT {data}, {exp} FROM {t} WHERE {key} = {k} AND {exp} > {p}"
+        self.reads = {self.load}  # statements that write nothing: no SQLite writer bookkeeping in _once()
         if dialect.name in ("postgresql", "sqlite"):
             self.insert = f"INSERT INTO {t} ({key}, {data}, {exp}) VALUES ({p}, {p}, {p}) ON CONFLICT DO NOTHING"
         else:
@@ -234,7 +235,7 @@ class FastPath:
         running purge that a writer waits (:mod:`sessctl.sqlitewal`).
         """
         try:
-            wal = self.wal if sql is not self.load else None
+            wal = self.wal if sql not in self.reads else None
             if wal is None:
                 return self._run(sql, params, fetch, None, None)
             with contextlib.ExitStack() as waiting:

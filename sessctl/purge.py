@@ -30,6 +30,9 @@ BATCH_SECONDS = {"sqlite": 0.02, "postgresql": 0.25, "mysql": 0.1, "mariadb": 0.
 BATCH_PAUSE = {"sqlite": 0.002}  # after a fixed-size batch; the adaptive walk yields to waiting writers instead
 # --maintenance: batches that hold their locks this long, on purpose (the app's writes wait).
 MAINTENANCE_SECONDS = 2.0
+# The user index's rows of purged sessions: swept for a share of the batches' own time.
+SWEEP_SHARE = 0.1
+SWEEP_MIN_SECONDS = 0.2
 FIRST_BATCH, MIN_BATCH, MAX_BATCH = 500, 50, 50_000
 
 
@@ -150,12 +153,19 @@ def _loop(store, walker: Walker, target: float, pause: float, max_seconds, on_ba
             elif pause:
                 time.sleep(pause)  # a gap for the app's writers (SQLite has one write lock)
         if result.complete:
-            # The batches above are the same with or without a user index; its rows of the
-            # sessions just purged (and any Django deleted) are swept now, in index-key order.
+            # The batches above are the same with or without a user index. Its rows of purged
+            # sessions (and of any Django deleted) are harmless until swept, since every read
+            # joins the live table: the sweep gets a tenth of the batches' time (at least
+            # SWEEP_MIN_SECONDS), from a random key round the index, so purge stays within
+            # ~10 % of its time without an index and successive purges cover the whole index.
+            from .store import new_key
             from .users import sweep
 
-            budget = None if max_seconds is None else max(0.001, max_seconds - (time.monotonic() - start))
-            result.index_deleted, _ = sweep(store, max_seconds=budget)
+            took = time.monotonic() - start
+            budget = max(SWEEP_MIN_SECONDS, SWEEP_SHARE * took)
+            if max_seconds is not None:
+                budget = min(budget, max(0.001, max_seconds - took))
+            result.index_deleted, _ = sweep(store, max_seconds=budget, start=new_key())
     finally:
         store._purge_deadline = None
         if pin is not None:

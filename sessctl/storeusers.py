@@ -26,6 +26,7 @@ class UserRows:
         side = self.__dict__.get("_side_sql")
         if side is None:
             side = self.__dict__["_side_sql"] = SideSQL(self.engine.dialect, self.settings.table)
+            self._fast.reads.add(side.load)  # a read: no SQLite writer bookkeeping
         return side
 
     def user_index_ready(self) -> bool:

@@ -14,14 +14,16 @@ logout deletes it), plus the throttled touch (``last_seen``). Every
 transaction locks the session row first, then the side row, so no two of them
 deadlock on the pair. Ending sessions (logout, ``sessctl delete``, ending a
 user's sessions) deletes their index rows in the same transaction. Purge
-leaves its own batches as they are and then sweeps the index rows whose
-session is gone (:func:`sessctl.users.sweep`), which also takes the rows
-left behind by Django's own deletes (``clearsessions``). Until then such rows
-are ignored, since every read joins the live session table.
+leaves its own batches as they are and then sweeps, for a tenth of their time
+and from a random point round the index, the index rows whose session is gone
+(:func:`sessctl.users.sweep`), which also takes the rows left behind by
+Django's own deletes (``clearsessions``). Until then such rows are ignored,
+since every read joins the live session table.
 
 The index is complete by construction: it is created only together with a
 fresh session table. A table that existed before (one Django made) has no
-side table, and a user's sessions are then found by decoding every live row.
+side table, and a user's sessions are then found by decoding every live row,
+until ``sessctl users --rebuild-index`` builds one (:mod:`sessctl.userrebuild`).
 """
 
 from __future__ import annotations

@@ -307,36 +307,40 @@ def users(store: Any, *, limit: int | None = None, now: datetime | None = None) 
     return Found(summaries, method=method, scanned=read)
 
 
-def sweep(store: Any, *, max_seconds: float | None = None, step: int = 2000) -> tuple[int, bool]:
+def sweep(store: Any, *, max_seconds: float | None = None, step: int = 2000, start: str = "") -> tuple[int, bool]:
     """Delete the index rows whose session is gone (purged, or deleted by Django); (deleted, complete).
 
-    Purge runs it after its own batches, which stay exactly as without an
-    index. It walks the index in key order, ``step`` rows per short
-    transaction, and deletes only rows whose session row no longer exists, so
-    it can never unindex a live session, whatever runs at the same time. It
-    costs one primary-key probe of the session table per index row: in
-    proportion to the logged-in sessions, not to the rows purged.
+    It walks the index in key order from ``start`` (wrapping around to it), ``step`` rows per
+    short transaction, and deletes only rows whose session row no longer exists, so it can
+    never unindex a live session, whatever runs at the same time. It costs one primary-key
+    probe of the session table per index row: in proportion to the logged-in sessions, not to
+    the rows purged. Rows it has not reached yet are harmless (every read joins the live table).
     """
     if not index_ready(store):
         return 0, True
     n, p = _names(store), _p(store)
     bound_sql = f"SELECT {n['key']} FROM {n['u']} WHERE {n['key']} > {p} ORDER BY {n['key']} LIMIT 1 OFFSET {int(step) - 1}"
     gone = f"NOT EXISTS (SELECT 1 FROM {n['t']} s WHERE s.{n['key']} = {n['u']}.{n['key']})"
-    deleted, last, started = 0, "", time.monotonic()
-    while True:
-        found = _fetch(store, bound_sql, (last,))
-        bound = found[0][0] if found else None
-        if bound is None:
-            sql, params = f"DELETE FROM {n['u']} WHERE {n['key']} > {p} AND {gone}", (last,)
-        else:
-            sql, params = f"DELETE FROM {n['u']} WHERE {n['key']} > {p} AND {n['key']} <= {p} AND {gone}", (last, bound)
-        with store.connect(write=True) as conn:
-            deleted += conn.exec_driver_sql(sql, params).rowcount
-        if bound is None:
-            return deleted, True
-        last = bound
-        if max_seconds is not None and time.monotonic() - started >= max_seconds:
-            return deleted, False
+    deleted, started = 0, time.monotonic()
+    # From start to the end, then from the beginning up to start.
+    for last, end in ((start, None), ("", start)) if start else (("", None),):
+        while True:
+            found = _fetch(store, bound_sql, (last,))
+            bound = found[0][0] if found else None
+            if end is not None and (bound is None or bound >= end):
+                bound = end
+            if bound is None:
+                sql, params = f"DELETE FROM {n['u']} WHERE {n['key']} > {p} AND {gone}", (last,)
+            else:
+                sql, params = f"DELETE FROM {n['u']} WHERE {n['key']} > {p} AND {n['key']} <= {p} AND {gone}", (last, bound)
+            with store.connect(write=True) as conn:
+                deleted += conn.exec_driver_sql(sql, params).rowcount
+            if bound is None or bound == end:
+                break
+            last = bound
+            if max_seconds is not None and time.monotonic() - started >= max_seconds:
+                return deleted, False
+    return deleted, True
 
 
 def user_ids_with_prefix(store: Any, prefix: str, limit: int = 100) -> list[str]:

@@ -317,6 +317,28 @@ def test_rows_deleted_behind_the_index_are_ignored_and_cleaned(web, store):
     assert {row["session_key"] for row in side_rows(store)} == {a1.cookie_value()}
 
 
+@pytest.mark.parametrize("where", ["start", "middle", "end"])
+def test_sweep_from_any_point_round_the_index_takes_every_dead_row(store, where):
+    """Purge sweeps from a random key and wraps around: wherever it starts, every index row
+    whose session is gone is deleted in one unbounded sweep, and no live session's row."""
+    from sessctl.session import Session
+    from sessctl.users import sweep
+
+    keys = []
+    for i in range(30):
+        s = Session(store)
+        s.login(f"u{i % 7}")
+        keys.append(s.save())
+    dead = set(sorted(keys)[::2])
+    q = store.engine.dialect.identifier_preparer.quote
+    with store.engine.begin() as conn:  # Django's clearsessions, or a purge's batches
+        for k in dead:
+            conn.execute(text(f"DELETE FROM {q(store.settings.table)} WHERE session_key = :k"), {"k": k})
+    start = {"start": "", "middle": sorted(keys)[15], "end": "zzzz"}[where]
+    assert sweep(store, step=4, start=start) == (len(dead), True)
+    assert {row["session_key"] for row in side_rows(store)} == set(keys) - dead
+
+
 # -- devices ------------------------------------------------------------------------------
 
 
