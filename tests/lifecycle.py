@@ -290,9 +290,11 @@ class Browser(Client):
     """A cookie-jar client that reports transport failures as status 0 instead of raising."""
 
     def call(self, path: str, timeout: float = 30):
+        import http.client
+
         try:
             return self.get(path, timeout=timeout)
-        except OSError as exc:  # connection reset by a killed worker, a timeout
+        except (OSError, http.client.HTTPException) as exc:  # a reset, a timeout, a worker killed mid-response
             from email.message import Message
 
             from httpserver import Response
