@@ -12,6 +12,9 @@ see sessctl.tz), so no result depends on the server's or host's time zone.
 from __future__ import annotations
 
 import hashlib
+import secrets
+import string
+from dataclasses import dataclass
 from datetime import datetime, timezone
 from functools import lru_cache
 
@@ -21,6 +24,35 @@ from sqlalchemy.types import TypeDecorator, UserDefinedType
 from .tz import zone
 
 UTC = timezone.utc
+
+# -- keys and rows ------------------------------------------------------------------
+
+KEY_CHARS = string.ascii_lowercase + string.digits
+KEY_LENGTH = 32
+MAX_KEY_ATTEMPTS = 10
+
+
+def new_key() -> str:
+    """32 characters of [a-z0-9] from ``secrets``: about 165 bits."""
+    return "".join(secrets.choice(KEY_CHARS) for _ in range(KEY_LENGTH))
+
+
+def valid_key(key: object) -> bool:
+    """A key we would ever look up: 8 to 40 characters of [a-z0-9] (Django's alphabet)."""
+    return isinstance(key, str) and 8 <= len(key) <= 40 and key.isascii() and key.isalnum() and key.islower()
+
+
+@dataclass(frozen=True, slots=True)
+class Row:
+    key: str
+    session_data: str
+    expire_date: datetime
+    last_seen: datetime | None = None  # of the session's user, from the user index (load_row only)
+
+    def expired(self, now: datetime) -> bool:
+        # Live means expire_date > now (Django's load); anything else is expired.
+        return self.expire_date <= now
+
 
 
 class _SQLiteDateTimeText(UserDefinedType):

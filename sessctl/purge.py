@@ -158,7 +158,7 @@ def _loop(store, walker: Walker, target: float, pause: float, max_seconds, on_ba
             # joins the live table: the sweep gets a tenth of the batches' time (at least
             # SWEEP_MIN_SECONDS), from a random key round the index, so purge stays within
             # ~10 % of its time without an index and successive purges cover the whole index.
-            from .store import new_key
+            from .model import new_key
             from .users import sweep
 
             took = time.monotonic() - start

@@ -14,7 +14,9 @@ are built so that nothing is ever lost or resurrected under concurrency:
   re-checks ``expire_date < cutoff``, so a session refreshed meanwhile survives.
 
 The per-request statements run on :mod:`sessctl.fastpath`; the engine, URLs
-and error messages are :mod:`sessctl.db`'s.
+and error messages are :mod:`sessctl.db`'s; keys and rows are :mod:`sessctl.model`'s.
+Reads of many rows (streaming, samples, counts) are :mod:`sessctl.storereads`', the
+user index's writes and lookups :mod:`sessctl.storeusers`'.
 """
 
 from __future__ import annotations
@@ -22,15 +24,12 @@ from __future__ import annotations
 import contextlib
 import functools
 import os
-import secrets
-import string
 import threading
-from collections.abc import Callable, Iterator, Sequence
-from dataclasses import dataclass
-from datetime import datetime, timedelta
+from collections.abc import Callable, Iterator
+from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
-from sqlalchemy import delete, func, or_, select
+from sqlalchemy import delete, select
 from sqlalchemy import exc as sa_exc
 from sqlalchemy.engine import Engine
 
@@ -39,7 +38,8 @@ from . import lifecycle, policy, tz
 from .config import Settings
 from .db import file_missing, make_engine, redact_url, sqlite_path, table_missing, translate
 from .errors import Conflict, ConfigError, DatabaseUnavailable, SessionGone, StoreError, TableMissing
-from .model import cached_table, create_statements
+from .model import KEY_CHARS, MAX_KEY_ATTEMPTS, Row, cached_table, create_statements, new_key, valid_key
+from .storereads import StoreReads
 from .storeusers import UserRows
 
 if TYPE_CHECKING:  # imported when first needed: a command that reads never loads the runtime or purge
@@ -48,37 +48,10 @@ if TYPE_CHECKING:  # imported when first needed: a command that reads never load
 
 __all__ = [
     "Conflict", "DatabaseUnavailable", "PurgeResult", "Row", "SessionGone", "SessionStore", "StoreError", "TableMissing",
-    "make_engine", "new_key", "valid_key",
+    "KEY_CHARS", "make_engine", "new_key", "valid_key",
 ]
 
-KEY_CHARS = string.ascii_lowercase + string.digits
-KEY_LENGTH = 32
-MAX_KEY_ATTEMPTS = 10
-
-
-def new_key() -> str:
-    """32 characters of [a-z0-9] from ``secrets``: about 165 bits."""
-    return "".join(secrets.choice(KEY_CHARS) for _ in range(KEY_LENGTH))
-
-
-def valid_key(key: object) -> bool:
-    """A key we would ever look up: 8 to 40 characters of [a-z0-9] (Django's alphabet)."""
-    return isinstance(key, str) and 8 <= len(key) <= 40 and key.isascii() and key.isalnum() and key.islower()
-
-
-@dataclass(frozen=True, slots=True)
-class Row:
-    key: str
-    session_data: str
-    expire_date: datetime
-    last_seen: datetime | None = None  # of the session's user, from the user index (load_row only)
-
-    def expired(self, now: datetime) -> bool:
-        # Live means expire_date > now (Django's load); anything else is expired.
-        return self.expire_date <= now
-
-
-class SessionStore(UserRows):
+class SessionStore(StoreReads, UserRows):
     """The session table: create it, read, write, iterate and purge its rows.
 
     ``SessionStore(settings)`` opens its engine lazily, on first use.
@@ -377,121 +350,6 @@ class SessionStore(UserRows):
         if self.rewrite_row(key, rewrite, now) is None:
             raise SessionGone(f"session {key} ended while its lifetime was being changed")
         return result["data"], result["exp"]
-
-    # -- iteration and reports -------------------------------------------------
-
-    def iter_rows(
-        self,
-        state: str = "all",
-        *,
-        now: datetime | None = None,
-        limit: int | None = None,
-        batch: int = 1000,
-    ) -> Iterator[Row]:
-        """Rows ordered by ``expire_date``, streamed; ``state`` is active, expired or all."""
-        now = self.now() if now is None else now
-        t = self.table
-        stmt = select(t.c.session_key, t.c.session_data, t.c.expire_date)
-        if state == "active":
-            stmt = stmt.where(t.c.expire_date > now)
-        elif state == "expired":
-            stmt = stmt.where(t.c.expire_date <= now)
-        elif state != "all":
-            raise ValueError(f"state must be active, expired or all, not {state!r}")
-        # In chunks of ``batch`` rows, each its own short read (keyset on expire_date, key): a long
-        # read never holds a transaction (SQLite's rollback journal: a lock the app's writes wait
-        # for; elsewhere a snapshot) nor a statement past the time bound.
-        exp, key = t.c.expire_date, t.c.session_key
-        last: tuple[datetime, str] | None = None
-        left = limit
-        while left is None or left > 0:
-            n = batch if left is None else min(batch, left)
-            chunk = stmt
-            if last is not None:
-                chunk = chunk.where(exp >= last[0], or_(exp > last[0], key > last[1]))
-            with self.connect() as conn:
-                rows = conn.execute(chunk.order_by(exp, key).limit(n)).all()
-            for k, data, e in rows:
-                yield Row(k, data, e)
-            if len(rows) < n or (last is not None and (rows[-1][2], rows[-1][0]) == last):
-                return
-            last = (rows[-1][2], rows[-1][0])
-            left = None if left is None else left - len(rows)
-
-    def sample_rows(self, size: int, *, now: datetime | None = None) -> list[Row]:
-        """About ``size`` live rows from a random point of the key space (for estimates).
-
-        Keys are random, so a run of consecutive keys is an unbiased sample;
-        it costs one index range scan, not a pass over the table.
-        """
-        now = self.now() if now is None else now
-        t = self.table
-        start = new_key()
-        out: list[Row] = []
-        for cond in (t.c.session_key >= start, t.c.session_key < start):
-            stmt = (
-                select(t.c.session_key, t.c.session_data, t.c.expire_date)
-                .where(cond, t.c.expire_date > now)
-                .order_by(t.c.session_key)
-                .limit(size - len(out))
-            )
-            with self.connect() as conn:
-                out.extend(Row(*r) for r in conn.execute(stmt))
-            if len(out) >= size:
-                break
-        return out
-
-    def keys_with_prefix(self, prefix: str, limit: int = 100) -> list[str]:
-        """Keys starting with ``prefix`` (for shell completion)."""
-        t = self.table
-        escaped = prefix.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
-        stmt = (
-            select(t.c.session_key)
-            .where(t.c.session_key.like(escaped + "%", escape="\\"))
-            .order_by(t.c.session_key)
-            .limit(limit)
-        )
-        with self.connect() as conn:
-            return [k for (k,) in conn.execute(stmt)]
-
-    def counts(self, now: datetime | None = None) -> dict[str, int]:
-        """Total, active and expired rows, and live rows expiring within 1 h, 1 d and 7 d."""
-        total, (h1, d1, d7, later) = self.expiry_counts(now, (3600, 86400, 7 * 86400))
-        active = h1 + d1 + d7 + later
-        return {
-            "total": total,
-            "active": active,
-            "expired": total - active,
-            "expiring_1h": h1,
-            "expiring_1d": h1 + d1,
-            "expiring_7d": h1 + d1 + d7,
-        }
-
-    def expiry_counts(self, now: datetime | None = None, bounds: Sequence[float] = ()) -> tuple[int, list[int]]:
-        """All rows, and live rows per stretch of time left: ``(0, b0], (b0, b1], ... (b_last, ∞)`` seconds.
-
-        One statement of counts over ranges of the ``expire_date`` index (one
-        snapshot; no row is read, nor any CASE evaluated per row): on a big
-        table that is several times faster than one pass over every row.
-        """
-        now = self.now() if now is None else now
-        t = self.table
-        exp = t.c.expire_date
-        edges = [now] + [now + timedelta(seconds=b) for b in bounds]
-
-        def count(*where: Any) -> Any:
-            return select(func.count()).select_from(t).where(*where).scalar_subquery()
-
-        parts = [count()] + [count(exp > lo, exp <= hi) for lo, hi in zip(edges, edges[1:])] + [count(exp > edges[-1])]
-        with self.connect() as conn:
-            row = conn.execute(select(*parts)).one()
-        return int(row[0]), [int(v) for v in row[1:]]
-
-    def count_expired(self, cutoff: datetime | None = None) -> int:
-        cutoff = self.now() if cutoff is None else cutoff
-        t = self.table
-        with self.connect() as conn:
-            return int(conn.execute(select(func.count()).select_from(t).where(t.c.expire_date < cutoff)).scalar_one())
 
     # -- purge ---------------------------------------------------------------------
 
