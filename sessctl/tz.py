@@ -87,6 +87,14 @@ class Zone:
             return moment.replace(tzinfo=self.tz)
         return shift(moment, self.tz)
 
+    def wall(self, moment: datetime) -> datetime:
+        """The naive wall time of an aware moment in this zone; the first or last one there is
+        when the moment is outside the zone's range (year 1 in UTC is year 0 in New York)."""
+        local = shift(moment, self.tz)
+        if local.tzinfo is not self.tz:  # shift() clamped it: no wall time here holds it
+            return datetime.min if local.year < 5000 else datetime.max
+        return local.replace(tzinfo=None)
+
     # -- the table --------------------------------------------------------------
 
     def bind(self, moment: datetime, dialect: str) -> Any:
@@ -100,7 +108,7 @@ class Zone:
             if dialect in ("mysql", "mariadb"):
                 return utc.replace(tzinfo=None)
             return utc
-        wall = moment.astimezone(self.tz).replace(tzinfo=None)
+        wall = self.wall(moment)
         if dialect == "sqlite":
             return str(wall)
         if dialect in ("mysql", "mariadb"):
@@ -121,14 +129,14 @@ class Zone:
         """The instant PostgreSQL gives a naive wall time in this zone: of the two readings
         of an ambiguous or missing wall time, the later one (verified on PostgreSQL 15)."""
         first, second = wall.replace(tzinfo=self.tz, fold=0), wall.replace(tzinfo=self.tz, fold=1)
-        return max(first.astimezone(UTC), second.astimezone(UTC))
+        return max(shift(first, UTC), shift(second, UTC))
 
     # -- deadlines in the session data -------------------------------------------
 
     def deadline_text(self, deadline: datetime) -> str:
         """The ``_session_expiry`` value for a deadline, in the form the app writes."""
         if self.naive:
-            return self.local(deadline).replace(tzinfo=None).isoformat()
+            return self.wall(deadline if deadline.tzinfo else deadline.replace(tzinfo=self.tz)).isoformat()
         return deadline.astimezone(UTC).isoformat() if deadline.tzinfo else deadline.isoformat()
 
     def parse_deadline(self, text: str) -> datetime:

@@ -202,13 +202,21 @@ EDGES = [
     "9999-12-31T23:59:59.999999",
     "0001-01-01T00:00:00",
     "9999-12-31T23:59:59+14:00",
+    "0001-01-01T00:00:00+00:00",
+    -10**20,  # an idle timeout that puts the deadline before the start of time
+    -1e308,
 ]
+# Read in UTC (USE_TZ = True), and as naive wall times west and east of UTC (USE_TZ = False):
+# the first instant in UTC is before the start of time in New York, the last after its end in Tokyo.
+ZONES = [None, "America/New_York", "Asia/Tokyo"]
 
 
+@pytest.mark.parametrize("zone", ZONES)
 @pytest.mark.parametrize("value", EDGES)
-def test_session_expiry_at_the_edge_of_the_date_range(store, value):
+def test_session_expiry_at_the_edge_of_the_date_range(store, value, zone):
     """A row (Django's, or tampered with and re-signed) whose _session_expiry is at the edge:
     every request answers, the readers answer, and a save writes a row within range."""
+    store = SessionStore(store.settings.replace(time_zone=zone), engine=store.engine)
     key = store.create_row(Codec(SECRET).encode({"user": 1, "_session_expiry": value}),
                            store.now() + timedelta(hours=1))
     s = Session(store, key)
@@ -223,8 +231,10 @@ def test_session_expiry_at_the_edge_of_the_date_range(store, value):
         assert r.exit_code in (0, 1) and "unexpected" not in r.output and "Traceback" not in r.output, r.output
 
 
+@pytest.mark.parametrize("zone", ZONES)
 @pytest.mark.parametrize("value", EDGES)
-def test_session_expiry_at_the_edge_over_http(store, value):
+def test_session_expiry_at_the_edge_over_http(store, value, zone):
+    store = SessionStore(store.settings.replace(time_zone=zone), engine=store.engine)
     key = store.create_row(Codec(SECRET).encode({"user": 1, "_session_expiry": value}),
                            store.now() + timedelta(hours=1))
 
@@ -232,9 +242,13 @@ def test_session_expiry_at_the_edge_over_http(store, value):
         session["n"] = session.get("n", 0) + 1
         return {"user": session.get("user")}
 
-    with serve(SessionMiddleware(routes_app({"/w": write}), store=store)) as server:
+    def read(session, environ):
+        return {"user": session.get("user")}  # read-only: the activity touch may write
+
+    with serve(SessionMiddleware(routes_app({"/w": write, "/r": read}), store=store)) as server:
         from httpserver import raw_get
 
-        r = raw_get(server, "/w", cookie=f"sessionid={key}")
-        assert r.status == 200, r.body
+        for path in ("/r", "/w", "/r"):
+            r = raw_get(server, path, cookie=f"sessionid={key}")
+            assert r.status == 200, (path, r.body)
         server.assert_no_errors()
