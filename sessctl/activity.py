@@ -18,9 +18,10 @@ from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
 from . import policy
-from .errors import SessionGone
+from .errors import Conflict
+from .model import new_key
 from .userindex import USER_ID_LENGTH, SideRow, user_of
-from .userlimit import admit, eviction, refusal
+from .userlimit import INSERTED, TAKEN, admit, eviction, refusal
 from .users import LoginResult, SessionLimitReached
 
 if TYPE_CHECKING:
@@ -105,64 +106,86 @@ def touch(session: Session) -> str | None:
 
 
 def login(session: Session, user_id: Any) -> LoginResult:
-    """Log ``user_id`` in on this session: new key, the user recorded, the per-user limit kept."""
-    if isinstance(user_id, bool) or not isinstance(user_id, (int, str)):
-        raise TypeError(f"a user id is a string or an int, not {type(user_id).__name__}")
-    uid = str(user_id)
-    if not uid or len(uid) > USER_ID_LENGTH:
-        raise ValueError(f"a user id must be 1 to {USER_ID_LENGTH} characters")
+    """Log ``user_id`` in on this session: new key, the user recorded, the per-user limit kept.
+
+    With ``max_sessions_per_user`` and the user index, the login is saved at once, as Django's
+    ``login()`` saves its new key: counting, evicting (or refusing) and inserting the new row run
+    in one transaction behind a lock of the user (:mod:`sessctl.userlimit`), so parallel logins
+    cannot exceed the limit, a refusal changes nothing, and sessions are evicted only by a login
+    that happened. Without the index the limit is checked here, without that lock.
+    """
+    uid = checked_user_id(user_id)
     store = session._store
     settings = store.settings
-    result = LoginResult()
+    current = session.user_id  # loads the session: a re-login must know its own row
     limit = settings.max_sessions_per_user
+    atomic = bool(limit) and store.user_index_ready()
+    result = LoginResult()
     if limit:
-        mine = session._row.key if session._row is not None and session.user_id == uid else None
+        mine = session._row.key if session._row is not None and current == uid else None
         others = [s for s in store.user_sessions(uid) if s.key != mine]
         if len(others) >= limit:
-            if settings.on_max_sessions == "refuse":
+            if settings.on_max_sessions == "refuse":  # the common case, refused before anything changes
                 raise SessionLimitReached(refusal(uid, len(others), limit), user_id=uid, limit=limit, sessions=others)
-            oldest = sorted(others, key=lambda s: (s.last_activity or s.expire_date).timestamp())
-            victims = [s.key for s in oldest[: len(others) - limit + 1]]
-            store.end_sessions(victims)
-            result = LoginResult(tuple(victims), eviction(uid, victims, limit))
-    current = session.user_id
+            if not atomic:
+                oldest = sorted(others, key=lambda s: (s.last_activity or s.expire_date).timestamp())
+                victims = [s.key for s in oldest[: len(others) - limit + 1]]
+                store.end_sessions(victims)
+                result = LoginResult(tuple(victims), eviction(uid, victims, limit))
+    before = session._state()
     if current is not None and current != uid:
         session.flush()  # another user's session: start from nothing, as Django does
     session.cycle_key()
     session[settings.user_key] = uid
     session.login_result = result
-    return result
+    if atomic:
+        try:
+            session.save()
+        except SessionLimitReached:
+            session._restore(before)  # nothing was written: the session is as it was
+            raise
+    return session.login_result
 
 
-def create_row(session: Session, encoded: str, expire_date: datetime, side: SideRow | None, now: datetime) -> str:
-    """Insert the session's new row; with a user and ``max_sessions_per_user``, within the limit.
+def checked_user_id(user_id: Any) -> str:
+    """The user id as stored (text), or TypeError/ValueError for one no backend stores as given."""
+    if isinstance(user_id, bool) or not isinstance(user_id, (int, str)):
+        raise TypeError(f"a user id is a string or an int, not {type(user_id).__name__}")
+    uid = str(user_id)
+    if user_of({"u": uid}, "u") is None:
+        raise ValueError(
+            f"a user id is 1 to {USER_ID_LENGTH} characters, not only spaces, without NUL or unpaired surrogates"
+        )
+    return uid
 
-    :func:`login` checks the limit when it is called; parallel logins of one user can all pass
-    that check, so the insert itself counts again under a lock of the user
-    (:mod:`sessctl.userlimit`) and evicts what the race left over (added to
-    ``session.login_result``). A refusal found only here ends this request's session:
-    :class:`~sessctl.errors.SessionGone` (the adapters' 400; the retried login is refused cleanly).
-    """
+
+def create_within_limit(session: Session, encoded: str, expire_date: datetime, side: SideRow, now: datetime) -> tuple[str | None, str]:
+    """Insert the new row of a session with a user within ``max_sessions_per_user``, retiring the
+    row cycle_key() left behind in the same transaction; (key, INSERTED), or (None, CHANGED/GONE)
+    when that old row was changed or deleted meanwhile (nothing written). Evictions are added to
+    ``session.login_result``; a refusal raises :class:`~sessctl.users.SessionLimitReached`."""
     store = session._store
     key = session._key if session._fresh_key else None
-    if side is None or not store.settings.max_sessions_per_user or not store.user_index_ready():
-        return store.create_row(encoded, expire_date, key=key, side=side)
-    evicted: list[str] = []
+    for _ in range(10):
+        key = key or new_key()
+        outcome, evicted = admit(store, key, encoded, expire_date, side, now=now, retire=session._old_row)
+        if outcome == TAKEN:
+            key = None
+            continue
+        if outcome != INSERTED:
+            return None, outcome
+        if evicted:
+            before = session.login_result
+            keys = (*(before.evicted if before else ()), *evicted)
+            session.login_result = LoginResult(keys, eviction(side.user_id, list(keys), store.settings.max_sessions_per_user))
+        return key, outcome
+    raise Conflict("could not find a free session key (is the random source broken?)")
 
-    def insert(key: str, data: str) -> bool:
-        try:
-            inserted, ended = admit(store, key, data, expire_date, side, now=now)
-        except SessionLimitReached as exc:
-            raise SessionGone(f"login refused: {exc.reason}") from exc
-        evicted.extend(ended)
-        return inserted
 
-    key = store.create_row(encoded, expire_date, key=key, side=side, insert=insert)
-    if evicted:
-        before = session.login_result
-        keys = (*(before.evicted if before else ()), *evicted)
-        session.login_result = LoginResult(keys, eviction(side.user_id, list(keys), store.settings.max_sessions_per_user))
-    return key
+def limited(session: Session, user: str | None) -> bool:
+    """Whether a new row of this user goes through :func:`create_within_limit`."""
+    store = session._store
+    return user is not None and bool(store.settings.max_sessions_per_user) and store.user_index_ready()
 
 
 def user_change(session: Session, row_user: str | None, data: dict[str, Any], now: datetime, lifetime) -> Any:

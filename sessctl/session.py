@@ -352,14 +352,36 @@ class Session(MutableMapping):
 
     def _create(self, data: dict[str, Any]) -> str:
         store = self._store
-        if self._old_row is not None:
+        user = user_of(data, store.settings.user_key)
+        limited = activity.limited(self, user)
+        if self._old_row is not None and not limited:
             data = self._retire_old_row(data)
         now = store.now()
-        exp = policy.compute(store.settings, data, now)
-        encoded = store.codec.encode(data)
-        user = user_of(data, store.settings.user_key)
-        side = activity.side_row(self, user, now) if user is not None else None
-        key = activity.create_row(self, encoded, exp.expire_date, side, now)
+        while True:
+            exp = policy.compute(store.settings, data, now)
+            encoded = store.codec.encode(data)
+            side = activity.side_row(self, user, now) if user is not None else None
+            if not limited:
+                key = store.create_row(encoded, exp.expire_date, key=self._key if self._fresh_key else None, side=side)
+                break
+            assert side is not None
+            found, outcome = activity.create_within_limit(self, encoded, exp.expire_date, side, now)
+            if found is not None:
+                key = found
+                break
+            # The row to retire changed (merge its changes, as _retire_old_row does) or is gone.
+            old = self._old_row
+            assert old is not None
+            fresh = store.load_row(old.key, now) if outcome == "changed" else None
+            if fresh is None:
+                self._old_row = self._row = None
+                self._key = None
+                self._fresh_key = False
+                raise SessionGone(f"session {old.key} was deleted while this request ran")
+            data, _ = _rebased(store.codec, old, data, fresh)
+            self._old_row = fresh
+        self._old_row = None
+        self._data = data
         self._row_user, self._seen = user, (now if side is not None else None)
         self._users[key] = user
         self._key = key
@@ -367,6 +389,15 @@ class Session(MutableMapping):
         self._row = Row(key, encoded, exp.expire_date)
         self.expiry = exp
         return key
+
+    def _state(self) -> tuple:
+        """What login() puts back when its save is refused (nothing was written)."""
+        return (dict(self._session), self._row, self._old_row, self._key, self._fresh_key, self.modified,
+                self.login_result)
+
+    def _restore(self, state: tuple) -> None:
+        data, self._row, self._old_row, self._key, self._fresh_key, self.modified, self.login_result = state
+        self._data = data
 
     def _user_of_row(self, row: Row) -> str | None:
         try:

@@ -103,7 +103,13 @@ def user_of(data: Any, user_key: str) -> str | None:
         return None
     if isinstance(value, (int, str)):
         text = str(value)
-        return text if text and len(text) <= USER_ID_LENGTH else None
+        if not text.strip() or len(text) > USER_ID_LENGTH or "\x00" in text:
+            return None  # nobody: no backend's text column holds it as given, nor can an operator name it
+        try:
+            text.encode("utf-8")
+        except UnicodeEncodeError:
+            return None  # an unpaired surrogate
+        return text
     return None
 
 

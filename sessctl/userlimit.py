@@ -31,10 +31,21 @@ from .userindex import SideRow, _end
 from .users import CHUNK, SessionLimitReached, UserSession, _by_activity, _exact, _names, _p, _text
 
 
-def admit(store: Any, key: str, session_data: str, expire_date: datetime, side: SideRow, *, now: datetime) -> tuple[bool, list[str]]:
-    """Insert a session row of ``side.user_id`` within the limit; (inserted, keys evicted).
+INSERTED, TAKEN, CHANGED, GONE = "inserted", "taken", "changed", "gone"
 
-    False (nothing written) when the key is taken, as :meth:`SessionStore.insert_row`.
+
+def admit(
+    store: Any, key: str, session_data: str, expire_date: datetime, side: SideRow, *, now: datetime,
+    retire: Any = None,
+) -> tuple[str, list[str]]:
+    """Insert a session row of ``side.user_id`` within the limit; (outcome, keys evicted).
+
+    ``retire``: the row this session had before the login (cycle_key), deleted in the same
+    transaction if it still holds the data it was read with. The outcome is INSERTED, TAKEN
+    (the key exists: nothing written), CHANGED or GONE (the row to retire was changed by
+    another writer, or deleted: nothing written). A refusal raises
+    :class:`~sessctl.users.SessionLimitReached` and writes nothing, so the session before the
+    login is still there.
     """
     fast, settings = store._fast, store.settings
     limit, refuse, uid = settings.max_sessions_per_user, settings.on_max_sessions == "refuse", side.user_id
@@ -58,16 +69,25 @@ def admit(store: Any, key: str, session_data: str, expire_date: datetime, side: 
                     cur.execute("SELECT pg_advisory_xact_lock(hashtextextended(%s, 0))",
                                 (f"sessctl-user:{settings.table}:{uid}",))
                 cur.execute(read, (uid, fast.bind(now)))
+                mine = {key, retire.key if retire is not None else key}
                 live = [
                     UserSession(k, uid, data, fast.result(exp), fast.result(created), fast.result(seen))
                     for k, data, exp, created, seen, found in cur.fetchall()
-                    if _text(found) == uid and k != key
+                    if _text(found) == uid and k not in mine
                 ]
                 evicted: list[str] = []
-                if len(live) >= limit:
-                    if refuse:
+                if len(live) >= limit and refuse:
+                    _end(cur, conn, explicit, commit=False)
+                    raise SessionLimitReached(refusal(uid, len(live), limit), user_id=uid, limit=limit, sessions=live)
+                if retire is not None:
+                    cur.execute(fast.delete_if, (retire.key, retire.session_data))
+                    if cur.rowcount != 1:
+                        cur.execute(fast.load, (retire.key, fast.bind(now)))
+                        outcome = CHANGED if cur.fetchone() is not None else GONE
                         _end(cur, conn, explicit, commit=False)
-                        raise SessionLimitReached(refusal(uid, len(live), limit), user_id=uid, limit=limit, sessions=live)
+                        return outcome, []
+                    cur.execute(store._side.delete, (retire.key,))
+                if len(live) >= limit:
                     oldest = list(reversed(_by_activity(live)))
                     evicted = [s.key for s in oldest[: len(live) - limit + 1]]
                     for table in (n["t"], n["u"]):
@@ -78,14 +98,14 @@ def admit(store: Any, key: str, session_data: str, expire_date: datetime, side: 
                     cur.execute(*inserts[0])
                 except fast.integrity_error:  # MariaDB/MySQL: a duplicate key (the others say DO NOTHING)
                     _end(cur, conn, explicit, commit=False)
-                    return False, []
+                    return TAKEN, []
                 if cur.rowcount != 1:
                     _end(cur, conn, explicit, commit=False)
-                    return False, []
+                    return TAKEN, []
                 for sql, params in inserts[1:]:
                     cur.execute(sql, params)
                 _end(cur, conn, explicit, commit=True)
-                return True, evicted
+                return INSERTED, evicted
             except fast.operational_error as exc:
                 _end(cur, conn, explicit, commit=False)
                 if not (fast.retry_busy and "locked" in str(exc)) and not is_deadlock(exc):

@@ -20,33 +20,35 @@ LOGINS = 8
 WAIT = 30
 
 
-def parallel_logins(store: SessionStore, user: str, n: int = LOGINS) -> list[object]:
-    """``n`` threads each log ``user`` in on a new session; all check the limit, then all save at once.
-    Each outcome is the new key, or the exception."""
+def parallel_logins(store: SessionStore, user: str, n: int = LOGINS) -> tuple[list[object], set[str], list[str]]:
+    """``n`` threads each log ``user`` in on an anonymous session of their own (a cart), all at
+    once. Each outcome is the new key (the login is saved at once, as Django's), or the exception;
+    then the keys evicted, and the anonymous sessions' keys."""
     barrier = threading.Barrier(n, timeout=WAIT)
     outcomes: list[object] = [None] * n
+    evicted: set[str] = set()
+    before: list[str] = [""] * n
 
     def one(i: int) -> None:
         s = Session(store)
-        s["n"] = i
-        try:
-            s.login(user)
-        except SessionLimitReached as exc:
-            outcomes[i] = exc
-            barrier.wait()
-            return
+        s["cart"] = i
+        before[i] = s.save()
+        s = Session(store, before[i])  # a new request: not loaded until login() reads it
         barrier.wait()
         try:
-            outcomes[i] = s.save()
+            result = s.login(user)
         except (SessionGone, SessionLimitReached) as exc:
             outcomes[i] = exc
+            return
+        evicted.update(result.evicted)
+        outcomes[i] = s.session_key
 
     threads = [threading.Thread(target=one, args=(i,)) for i in range(n)]
     for t in threads:
         t.start()
     for t in threads:
         t.join(WAIT)
-    return outcomes
+    return outcomes, evicted, before
 
 
 def limited(store: SessionStore, **overrides) -> SessionStore:
@@ -63,11 +65,13 @@ def test_parallel_logins_evict_down_to_the_limit(store):
     st = limited(store)
     log_in(st, "alice")
     bob = log_in(st, "bob")
-    outcomes = parallel_logins(st, "alice")
+    first = st.user_sessions("alice")[0].key
+    outcomes, evicted, _ = parallel_logins(st, "alice")
     keys = [o for o in outcomes if isinstance(o, str)]
     assert len(keys) == LOGINS, outcomes  # evicting: every login succeeds
     live = {s.key for s in st.user_sessions("alice")}
-    assert len(live) == 2 and live <= set(keys)  # the two most recent logins, nothing older
+    assert len(live) == 2 and live <= set(keys)  # two of the new logins, nothing older
+    assert live | evicted == set(keys) | {first}  # every other session was evicted by a login
     assert [s.key for s in st.user_sessions("bob")] == [bob]  # another user is untouched
     rows = {r.key for r in st.iter_rows("active")}
     assert rows == live | {bob}  # no session row beyond the limit, indexed or not
@@ -76,13 +80,15 @@ def test_parallel_logins_evict_down_to_the_limit(store):
 def test_parallel_logins_refused_beyond_the_limit(store):
     st = limited(store, on_max_sessions="refuse")
     first = log_in(st, "alice")
-    outcomes = parallel_logins(st, "alice")
+    outcomes, _, before = parallel_logins(st, "alice")
     keys = [o for o in outcomes if isinstance(o, str)]
-    refused = [o for o in outcomes if not isinstance(o, str)]
+    refused = [i for i, o in enumerate(outcomes) if not isinstance(o, str)]
     assert len(keys) == 1 and len(refused) == LOGINS - 1, outcomes
-    assert all(isinstance(o, (SessionLimitReached, SessionGone)) for o in refused)
+    assert all(isinstance(outcomes[i], SessionLimitReached) for i in refused)  # a reason the app can show
     assert {s.key for s in st.user_sessions("alice")} == {first, keys[0]}
-    assert {r.key for r in st.iter_rows("active")} == {first, keys[0]}  # a refused login wrote nothing
+    # A refused login changed nothing: each browser's session before it is there, with its cart.
+    assert {r.key for r in st.iter_rows("active")} == {first, keys[0], *(before[i] for i in refused)}
+    assert all(Session(st, before[i])["cart"] == i for i in refused)
 
 
 @pytest.mark.parametrize("mode", ["evict", "refuse"])
@@ -120,9 +126,8 @@ def test_logins_racing_log_out_everywhere_leave_no_key_without_a_row(store, limi
         while time.monotonic() < stop:
             s = Session(st)
             try:
-                s.login("alice")
+                ended.update(s.login("alice").evicted)  # evicted to keep the limit: ended too
                 issued.append(s.save())
-                ended.update(s.login_result.evicted)  # evicted to keep the limit: ended too
             except SessionGone:
                 pass  # a login whose own session ended while it ran: no key handed out
             except BaseException as exc:
@@ -146,3 +151,32 @@ def test_logins_racing_log_out_everywhere_leave_no_key_without_a_row(store, limi
     assert [k for k in issued if k not in live and k not in ended] == []
     if limit:
         assert len(live) <= limit
+
+
+@pytest.mark.parametrize("mode", ["evict", "refuse"])
+def test_logging_in_again_from_the_same_session_does_not_count_it(store, mode):
+    """A user at the limit logs in again from a session they are logged in on, in a request that
+    has not read the session yet: nothing is evicted or refused, and the session keeps its data."""
+    st = SessionStore(store.settings.replace(max_sessions_per_user=1, on_max_sessions=mode), engine=store.engine)
+    s = Session(st)
+    s.login("alice")
+    s["cart"] = 3
+    key = s.save()
+    again = Session(st, key)  # not loaded
+    result = again.login("alice")
+    new = again.save()
+    assert result.evicted == () and new != key
+    assert Session(st, new)["cart"] == 3
+    assert [x.key for x in st.user_sessions("alice")] == [new]
+    assert st.get_row(key) is None  # the old key is gone (cycled), the session lives on under the new one
+
+
+@pytest.mark.parametrize("uid", [" ", "\t", "a\x00b", "a\ud800b", "x" * 151])
+def test_user_ids_no_backend_can_hold_are_refused_at_login(store, uid):
+    s = Session(store)
+    s["cart"] = 1
+    key = s.save()
+    s = Session(store, key)
+    with pytest.raises(ValueError):
+        s.login(uid)
+    assert Session(store, key)["cart"] == 1  # nothing changed
