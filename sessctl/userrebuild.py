@@ -14,11 +14,14 @@ last, as purge does.
 
 from __future__ import annotations
 
+import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from typing import Any
 
 from . import codec as codecs
+from . import users as _users
 from .userindex import run_txn, user_of
 from .users import _exact, _fetch, _names, _p, _text, index_ready, sweep
 
@@ -34,11 +37,31 @@ class Rebuilt:
     removed: int  # index rows deleted (their session has no user, or is gone)
 
 
-def rebuild(store: Any) -> Rebuilt:
+def rebuild(store: Any, *, on_wait: Callable[[float], None] | None = None) -> Rebuilt:
+    """Build the index if there is none, or repair it; see the module.
+
+    A running app's store notices a new index only when it next looks (at most
+    ``RECHECK_SECONDS`` later), and writes no index row for the logins it saves until then. So
+    after creating the index this waits that long (``on_wait(seconds)`` is told first) and
+    makes a second pass, which indexes those.
+    """
     created = not index_ready(store)
     if created:
         with store.connect(write=True) as conn:
             store._create_user_index(conn)
+    first = _pass(store)
+    if not created:
+        return Rebuilt(False, *first)
+    wait = _users.RECHECK_SECONDS + 1.0
+    if on_wait is not None:
+        on_wait(wait)
+    time.sleep(wait)
+    second = _pass(store)
+    return Rebuilt(True, second[0], second[1], first[2] + second[2], first[3] + second[3])
+
+
+def _pass(store: Any) -> tuple[int, int, int, int]:
+    """One pass over the live rows: (scanned, indexed, added, removed)."""
     n, p, fast = _names(store), _p(store), store._fast
     codec, user_key = store.codec, store.settings.user_key
     now = store.now()
@@ -82,7 +105,7 @@ def rebuild(store: Any) -> Rebuilt:
                 removed += counts[0] if key in have else 0
                 added += counts[1] if len(counts) > 1 else 0
     swept, _ = sweep(store)
-    return Rebuilt(created, scanned, indexed, added, removed + swept)
+    return scanned, indexed, added, removed + swept
 
 
 def _user(codec: Any, data: str, user_key: str) -> str | None:

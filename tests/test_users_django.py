@@ -109,13 +109,16 @@ def test_user_commands_as_a_process_on_a_django_table(django, settings):
     assert dry.returncode == 0 and dry.stdout.split() == [k7], dry.stderr
 
 
-def test_rebuild_index_builds_and_repairs_it_from_the_sessions(django, run_ok, run, settings):
+def test_rebuild_index_builds_and_repairs_it_from_the_sessions(django, run_ok, run, settings, monkeypatch):
     """A table without a user index (here Django's own, later served by sessctl's runtime):
     --rebuild-index creates the index from the verified sessions, user commands then answer from
     it with the same results as the scan, and a second run repairs rows that went wrong."""
     from sqlalchemy import text
 
+    import sessctl.users
     from sessctl.userindex import side_name
+
+    monkeypatch.setattr(sessctl.users, "RECHECK_SECONDS", 0.0)  # no running app to wait for
 
     k1, k2, kb = login(django, 7), login(django, 7), login(django, 8)
     anonymous = django("django_peer.py", "create", "--data", '{"cart": 3}')["key"]
@@ -149,3 +152,40 @@ def test_rebuild_index_builds_and_repairs_it_from_the_sessions(django, run_ok, r
     again = json.loads(run_ok("users", "--rebuild-index", "--json").stdout)
     assert again["added"] == again["removed"] == 0
     store.close()
+
+
+def test_rebuild_index_waits_for_running_apps_and_indexes_their_logins(settings, monkeypatch):
+    """An app that looked for the index just before it was created writes no index row until it
+    looks again: the rebuild waits that long and indexes the logins it saved meanwhile, so
+    'log bob out everywhere' misses none of them."""
+    import sessctl.users
+    from sessctl.session import Session
+    from sessctl.userindex import side_name
+    from sessctl.userrebuild import rebuild
+
+    monkeypatch.setattr(sessctl.users, "RECHECK_SECONDS", 2.0)
+    admin = SessionStore(settings)
+    admin.create_table()
+    with admin.engine.begin() as conn:  # a table made before the index existed
+        conn.exec_driver_sql(f"DROP TABLE {admin.engine.dialect.identifier_preparer.quote(side_name(settings.table))}")
+    admin.__dict__.pop("_user_index", None)
+    app = SessionStore(settings)
+    s = Session(app)
+    s.login("bob")
+    before = s.save()  # the app has looked: no index
+    during = []
+
+    def login_meanwhile(seconds):
+        assert seconds > 2.0
+        s = Session(app)
+        s.login("bob")
+        during.append(s.save())  # still no index for this app: no index row written
+
+    done = rebuild(admin, on_wait=login_meanwhile)
+    assert done.created and done.indexed == 2
+    found = admin.user_sessions("bob")
+    assert found.method == "index" and {x.key for x in found} == {before, *during}
+    assert set(admin.end_user_sessions("bob")) == {before, *during}
+    assert admin.user_sessions("bob") == []
+    app.close()
+    admin.close()

@@ -161,7 +161,9 @@ def rebuild(app, as_json: bool) -> None:
         )
     app.codec("--rebuild-index decodes every live session")
     store = app.store()
-    done = run(store)
+    done = run(store, on_wait=lambda seconds: app.say(
+        f"user index created; waiting {seconds:.0f} s for running apps to notice it, then a second pass "
+        "indexes the logins they saved meanwhile"))
     if as_json:
         from ..render import json_object
 
