@@ -318,14 +318,15 @@ def _anchor_sqlite(url: str, base: Path) -> str:
 
 def _read_secret_file(path: str | os.PathLike[str], source: str) -> dict[str, Any]:
     """First non-empty line: the key. Further non-empty lines: fallback keys. A line is taken
-    as it is, spaces included (they may belong to the key); only its line ending is removed.
+    as it is, spaces included (they may belong to the key); only its line ending is removed, and
+    a UTF-8 byte order mark at the start of the file.
 
     Errors name where the file's name came from (``source``), never the name itself: the most
     common mistake is to put the key itself where its file's name goes.
     """
     what = f"the secret key file named by {source}"
     try:
-        lines = Path(path).read_text(encoding="utf-8").splitlines()
+        lines = Path(path).read_text(encoding="utf-8-sig").splitlines()  # a BOM is not part of the key
     except FileNotFoundError:
         raise ConfigError(f"{what} does not exist (to give the key itself, use SESSCTL_SECRET_KEY)") from None
     except (OSError, UnicodeDecodeError, ValueError) as exc:

@@ -209,6 +209,13 @@ def test_key_file_keeps_spaces_that_belong_to_the_key(tmp_path):
     assert s.secret_key_fallbacks == (" old fallback ",)
 
 
+def test_key_file_saved_with_a_byte_order_mark_reads_the_key_without_it(tmp_path):
+    """Windows editors save UTF-8 with a BOM; it is not part of the key (sessions would not verify)."""
+    (tmp_path / "key").write_text("the-key\nold-key\n", encoding="utf-8-sig")
+    s = Settings.load(environ={}, secret_key_file=tmp_path / "key")
+    assert s.secret_key == "the-key" and s.secret_key_fallbacks == ("old-key",)
+
+
 def test_a_key_file_flag_leaves_a_broken_key_file_variable_unread(tmp_path):
     (tmp_path / "key").write_text("flag-key\n")
     s = Settings.load(environ={"SESSCTL_SECRET_KEY_FILE": str(tmp_path / "missing")}, secret_key_file=tmp_path / "key")
