@@ -18,7 +18,7 @@ from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
 from . import policy
-from .errors import Conflict
+from .errors import Conflict, SessionGone
 from .model import new_key
 from .userindex import USER_ID_LENGTH, SideRow, user_of
 from .userlimit import INSERTED, TAKEN, admit, eviction, refusal
@@ -134,16 +134,31 @@ def login(session: Session, user_id: Any) -> LoginResult:
                 result = LoginResult(tuple(victims), eviction(uid, victims, limit))
     before = session._state()
     if current is not None and current != uid:
-        session.flush()  # another user's session: start from nothing, as Django does
+        if atomic:  # another user's session: start from nothing, its row retired by the save below
+            session._start_over()
+        else:
+            session.flush()  # another user's session: start from nothing, as Django does
     session.cycle_key()
     session[settings.user_key] = uid
     session.login_result = result
     if atomic:
         try:
             session.save()
-        except SessionLimitReached:
-            session._restore(before)  # nothing was written: the session is as it was
+        except SessionGone:
+            # The session before the login ended meanwhile (sessctl delete, a double-submitted
+            # login form): this is a login all the same, of a new session that carries nothing.
+            session._start_over(forget_row=True)
+            session.cycle_key()
+            session[settings.user_key] = uid
+            try:
+                session.save()
+            except BaseException:
+                session._restore(before)
+                raise
+        except BaseException:
+            session._restore(before)  # a refusal (or a failure) wrote nothing: the session is as it was
             raise
+        session._unsent = session.stored_key  # deleted again if its cookie never leaves (sessctl.cookies)
     return session.login_result
 
 

@@ -159,7 +159,12 @@ class SessionMiddleware:
                         return
                 await send(message)
 
-            await self.app(scope, receive, send_with_session)
+            try:
+                await self.app(scope, receive, send_with_session)
+            except BaseException:
+                if not started:  # the server answers 500 without us: no cookie leaves
+                    await run_sync(session.abandon_unsent)
+                raise
         finally:
             if session.pending_deletes:  # flushed, and the response never started
                 await run_sync(session.delete_pending)

@@ -115,13 +115,15 @@ class CookieRules:
         adapter then answers 400 with :func:`interrupted_headers` and no cookie.
         """
         session.delete_pending()
-        if not self.needs_work(session, had_cookie):
-            return
         try:
             code = int(str(status)[:3])
         except ValueError:
             code = 500
         failed = code >= 500
+        if failed:
+            session.abandon_unsent()  # a login saved at once whose cookie will not leave
+        if not self.needs_work(session, had_cookie):
+            return
         if session.is_empty():  # loads the session when save_every_request renews it
             if session.modified and not failed:
                 session.save()  # an emptied stored session: delete its row
@@ -138,6 +140,7 @@ class CookieRules:
                 exp = session.expiry
                 assert key is not None and exp is not None
                 headers.append(self.cookie_header(key, exp.max_age, exp.expires))
+                session._unsent = None
         elif not failed:
             # Read, not changed: an idle deadline slides through the throttled touch (sessctl.activity).
             touched = session.touch()

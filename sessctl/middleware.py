@@ -72,7 +72,11 @@ class SessionMiddleware:
                     return _discard
             return start_response(status, headers, exc_info)
 
-        result = self.app(environ, session_start_response)
+        try:
+            result = self.app(environ, session_start_response)
+        except BaseException:
+            session.abandon_unsent()  # the server answers 500 without us: no cookie leaves
+            raise
         if state["interrupted"]:
             _close(result)
             return [INTERRUPTED_BODY]

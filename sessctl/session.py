@@ -52,6 +52,9 @@ class Session(MutableMapping):
         self._seen: datetime | None = None
         self.device_source: Any = None  # set by the adapter: () -> sessctl.devices.Device
         self.login_result: Any = None  # set by login()
+        # login() with max_sessions_per_user saves at once: that row's key until its cookie is sent.
+        self._unsent: str | None = None
+        self._over = False  # the data was dropped on purpose (another user's session): never merged back
         self._users: dict[str, str | None] = {}  # row key -> its user, for rows this session has seen
 
     def __repr__(self) -> str:
@@ -378,9 +381,11 @@ class Session(MutableMapping):
                 self._key = None
                 self._fresh_key = False
                 raise SessionGone(f"session {old.key} was deleted while this request ran")
-            data, _ = _rebased(store.codec, old, data, fresh)
+            if not self._over:  # another user's data is never merged into this login's session
+                data, _ = _rebased(store.codec, old, data, fresh)
             self._old_row = fresh
         self._old_row = None
+        self._over = False
         self._data = data
         self._row_user, self._seen = user, (now if side is not None else None)
         self._users[key] = user
@@ -390,13 +395,31 @@ class Session(MutableMapping):
         self.expiry = exp
         return key
 
+    def _start_over(self, *, forget_row: bool = False) -> None:
+        """Drop the data (not the row: the next save retires it), for a login on another user's
+        session; with ``forget_row``, also forget the row (it is gone)."""
+        self._data = {}
+        self.accessed = self.modified = True
+        self._over = True
+        if forget_row:
+            self._row = self._old_row = None
+            self._key = None
+            self._fresh_key = False
+
+    def abandon_unsent(self) -> None:
+        """The response failed after a login saved its row at once: delete that row, so that no
+        session nobody holds counts against the user's limit (the browser never got its cookie)."""
+        key, self._unsent = self._unsent, None
+        if key is not None:
+            self._store.delete_row(key)
+
     def _state(self) -> tuple:
         """What login() puts back when its save is refused (nothing was written)."""
         return (dict(self._session), self._row, self._old_row, self._key, self._fresh_key, self.modified,
-                self.login_result)
+                self.login_result, self._over)
 
     def _restore(self, state: tuple) -> None:
-        data, self._row, self._old_row, self._key, self._fresh_key, self.modified, self.login_result = state
+        data, self._row, self._old_row, self._key, self._fresh_key, self.modified, self.login_result, self._over = state
         self._data = data
 
     def _user_of_row(self, row: Row) -> str | None:

@@ -22,6 +22,7 @@ from typing import Any
 
 from . import codec as codecs
 from . import users as _users
+from .errors import ConfigError
 from .userindex import run_txn, user_of
 from .users import _exact, _fetch, _names, _p, _text, index_ready, sweep
 
@@ -45,19 +46,27 @@ def rebuild(store: Any, *, on_wait: Callable[[float], None] | None = None) -> Re
     after creating the index this waits that long (``on_wait(seconds)`` is told first) and
     makes a second pass, which indexes those.
     """
-    created = not index_ready(store)
-    if created:
-        with store.connect(write=True) as conn:
-            store._create_user_index(conn)
-    first = _pass(store)
-    if not created:
-        return Rebuilt(False, *first)
-    wait = _users.RECHECK_SECONDS + 1.0
-    if on_wait is not None:
-        on_wait(wait)
-    time.sleep(wait)
-    second = _pass(store)
-    return Rebuilt(True, second[0], second[1], first[2] + second[2], first[3] + second[3])
+    if getattr(store.settings, "app", "sessctl") == "django":
+        raise ConfigError(
+            'this table is served by Django (app = "django"): its logins would not keep a user index up to date, '
+            "so user commands decode every live session instead; nothing was changed"
+        )
+    with store.exclusive("user-index") as mine:
+        if not mine:
+            raise ConfigError("another rebuild of this table's user index is running; nothing was changed")
+        created = not index_ready(store)
+        if created:
+            with store.connect(write=True) as conn:
+                store._create_user_index(conn)
+        first = _pass(store)
+        # Also when the index was there: it may be younger than an app's last look (a rebuild
+        # stopped during its wait), and a second pass of a complete index changes nothing.
+        wait = _users.RECHECK_SECONDS + 1.0
+        if on_wait is not None:
+            on_wait(wait)
+        time.sleep(wait)
+        second = _pass(store)
+    return Rebuilt(created, second[0], second[1], first[2] + second[2], first[3] + second[3])
 
 
 def _pass(store: Any) -> tuple[int, int, int, int]:
@@ -71,6 +80,12 @@ def _pass(store: Any) -> tuple[int, int, int, int]:
     )
     holds = f"EXISTS (SELECT 1 FROM {n['t']} s WHERE s.{n['key']} = {p} AND s.{n['data']} = {p})"
     drop = f"DELETE FROM {n['u']} WHERE {n['key']} = {p} AND {holds}"
+    # PostgreSQL/MariaDB read committed: hold the session row while its index row is corrected, or
+    # an app save committed in between (a logout) would leave the index naming the old user.
+    # (SQLite's one writer already keeps them apart.)
+    hold = None if store.dialect == "sqlite" else (
+        f"SELECT 1 FROM {n['t']} WHERE {n['key']} = {p} AND {n['data']} = {p} FOR UPDATE"
+    )
     add = (
         f"INSERT INTO {n['u']} ({n['key']}, {n['uid']}, {n['created']}, {n['seen']}, {n['ip']}, {n['ua']}) "
         f"SELECT {p}, {p}, {p}, {p}, NULL, NULL FROM {n['t']} s WHERE s.{n['key']} = {p} AND s.{n['data']} = {p}"
@@ -97,11 +112,14 @@ def _pass(store: Any) -> tuple[int, int, int, int]:
             if have.get(key) == user:
                 continue
             steps = [(drop, (key, key, data), False)]
+            if hold is not None:
+                steps.insert(0, (hold, (key, data), True))  # gone or changed: leave it to the app
             if user is not None:
                 stamp = fast.bind(_signed(data, now))
                 steps.append((add, (key, user, stamp, stamp, key, data), False))
             counts = run_txn(fast, steps)
             if counts is not None:
+                counts = counts[1:] if hold is not None else counts
                 removed += counts[0] if key in have else 0
                 added += counts[1] if len(counts) > 1 else 0
     swept, _ = sweep(store)

@@ -180,3 +180,86 @@ def test_user_ids_no_backend_can_hold_are_refused_at_login(store, uid):
     with pytest.raises(ValueError):
         s.login(uid)
     assert Session(store, key)["cart"] == 1  # nothing changed
+
+
+def test_a_refused_login_on_another_users_session_keeps_that_session(store):
+    """u1's browser logs in as u2 while another login of u2 takes the last slot: whenever the
+    login is refused, u1's session is still there with its data (a refusal changes nothing)."""
+    st = SessionStore(store.settings.replace(max_sessions_per_user=1, on_max_sessions="refuse"), engine=store.engine)
+    refused = 0
+    for attempt in range(12):
+        a = Session(st)
+        a["cart"] = attempt
+        a.login(f"u1-{attempt}")
+        ka = a.save()
+        barrier = threading.Barrier(2, timeout=WAIT)
+        outcome: dict = {}
+
+        def switch():
+            s = Session(st, ka)
+            s.get("cart")
+            barrier.wait()
+            try:
+                s.login(f"u2-{attempt}")
+            except SessionLimitReached:
+                outcome["refused"] = True
+
+        def other():
+            barrier.wait()
+            try:
+                Session(st).login(f"u2-{attempt}")
+            except SessionLimitReached:
+                pass
+
+        threads = [threading.Thread(target=switch), threading.Thread(target=other)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join(WAIT)
+        if outcome.get("refused"):
+            refused += 1
+            kept = Session(st, ka)
+            assert kept.user_id == f"u1-{attempt}" and kept["cart"] == attempt
+    assert refused >= 1  # the race was met at least once
+
+
+def test_login_after_the_session_was_deleted_meanwhile_is_a_fresh_login(store):
+    """The session a login starts from was deleted while the request ran (sessctl delete, a
+    double-submitted login form): the login still succeeds, on a session that carries nothing."""
+    st = limited(store)
+    s = Session(st)
+    s["cart"] = 5
+    key = s.save()
+    s = Session(st, key)
+    s.get("cart")
+    assert st.delete(key)
+    s.login("alice")
+    new = s.session_key
+    assert new != key and st.get_row(key) is None
+    assert dict(Session(st, new)) == {st.settings.user_key: "alice"}  # nothing of the ended session
+
+
+def test_a_login_whose_response_fails_leaves_no_session_behind(store):
+    """A view that logs in and then fails (500): the browser never gets the new cookie, so the row
+    the login saved is deleted again and does not count against the limit of one."""
+    from httpserver import Client, routes_app, serve
+
+    from sessctl import SessionMiddleware
+
+    st = SessionStore(store.settings.replace(max_sessions_per_user=1, on_max_sessions="refuse"), engine=store.engine)
+
+    def v_login_then_fail(session, environ):
+        session.login("alice")
+        raise RuntimeError("the view failed after the login")
+
+    def v_login(session, environ):
+        session.login("alice")
+        return {"user": session.user_id}
+
+    with serve(SessionMiddleware(routes_app({"/fail": v_login_then_fail, "/login": v_login}), store=st)) as server:
+        r = Client(server).get("/fail")
+        assert r.status == 500 and r.cookie() is None
+        assert st.user_sessions("alice") == []
+        r = Client(server).get("/login")
+        assert r.status == 200 and r.json() == {"user": "alice"}
+        server.errors.clear()  # the first request's error was the point

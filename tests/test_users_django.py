@@ -189,3 +189,25 @@ def test_rebuild_index_waits_for_running_apps_and_indexes_their_logins(settings,
     assert admin.user_sessions("bob") == []
     app.close()
     admin.close()
+
+
+def test_rebuild_refuses_a_django_served_table_and_a_second_rebuild_at_once(settings, monkeypatch):
+    import sessctl.users
+    from sessctl.errors import ConfigError
+    from sessctl.userrebuild import rebuild
+
+    monkeypatch.setattr(sessctl.users, "RECHECK_SECONDS", 0.0)
+    django_store = SessionStore(settings.replace(app="django"))
+    with pytest.raises(ConfigError, match="served by Django"):
+        rebuild(django_store)  # the library refuses too, not only the command
+    store = SessionStore(settings)
+    store.create_table()
+    with store.exclusive("user-index") as mine:  # another rebuild holds the table's rebuild lock
+        assert mine
+        other = SessionStore(settings)
+        with pytest.raises(ConfigError, match="another rebuild"):
+            rebuild(other)
+        other.close()
+    assert rebuild(store).created is False  # and once it is done, a rebuild runs
+    store.close()
+    django_store.close()

@@ -154,15 +154,10 @@ def rebuild(app, as_json: bool) -> None:
 
     from sessctl.userrebuild import rebuild as run
 
-    if getattr(app.settings, "app", "sessctl") == "django":
-        raise click.ClickException(
-            'this table is served by Django (app = "django"): its logins would not keep a user index up to date, '
-            "so user commands decode every live session instead; nothing was changed"
-        )
     app.codec("--rebuild-index decodes every live session")
     store = app.store()
     done = run(store, on_wait=lambda seconds: app.say(
-        f"user index created; waiting {seconds:.0f} s for running apps to notice it, then a second pass "
+        f"first pass done; waiting {seconds:.0f} s for running apps to notice the index, then a second pass "
         "indexes the logins they saved meanwhile"))
     if as_json:
         from ..render import json_object
