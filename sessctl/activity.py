@@ -19,7 +19,7 @@ from typing import TYPE_CHECKING, Any
 
 from . import policy
 from .errors import Conflict, SessionGone
-from .model import new_key
+from .model import MAX_KEY_ATTEMPTS, new_key
 from .userindex import USER_ID_LENGTH, SideRow, user_of
 from .userlimit import INSERTED, TAKEN, admit, eviction, refusal
 from .users import LoginResult, SessionLimitReached
@@ -181,7 +181,7 @@ def create_within_limit(session: Session, encoded: str, expire_date: datetime, s
     ``session.login_result``; a refusal raises :class:`~sessctl.users.SessionLimitReached`."""
     store = session._store
     key = session._key if session._fresh_key else None
-    for _ in range(10):
+    for _ in range(MAX_KEY_ATTEMPTS):
         key = key or new_key()
         outcome, evicted = admit(store, key, encoded, expire_date, side, now=now, retire=session._old_row)
         if outcome == TAKEN:

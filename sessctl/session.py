@@ -18,6 +18,7 @@ from .errors import CodecError, SessionGone
 from .policy import EXPIRY_KEY, RESEND_KEY, TILL_BROWSER_CLOSE
 from .store import Row, new_key, valid_key
 from .userindex import user_of
+from .userlimit import CHANGED
 
 if TYPE_CHECKING:
     from .store import SessionStore
@@ -375,7 +376,7 @@ class Session(MutableMapping):
             # The row to retire changed (merge its changes, as _retire_old_row does) or is gone.
             old = self._old_row
             assert old is not None
-            fresh = store.load_row(old.key, now) if outcome == "changed" else None
+            fresh = store.load_row(old.key, now) if outcome == CHANGED else None
             if fresh is None:
                 self._old_row = self._row = None
                 self._key = None
@@ -421,12 +422,6 @@ class Session(MutableMapping):
     def _restore(self, state: tuple) -> None:
         data, self._row, self._old_row, self._key, self._fresh_key, self.modified, self.login_result, self._over = state
         self._data = data
-
-    def _user_of_row(self, row: Row) -> str | None:
-        try:
-            return user_of(self._store.codec.decode(row.session_data), self._store.settings.user_key)
-        except CodecError:
-            return None
 
     def _retire_old_row(self, data: dict[str, Any]) -> dict[str, Any]:
         """Delete the row cycle_key() left behind, by compare-and-swap (then under its lock).
