@@ -14,7 +14,7 @@ from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
 from . import activity, policy
-from .errors import CodecError, SessionGone
+from .errors import CodecError, SessionGone, StoreError
 from .policy import EXPIRY_KEY, RESEND_KEY, TILL_BROWSER_CLOSE
 from .store import Row, new_key, valid_key
 from .userindex import user_of
@@ -412,7 +412,10 @@ class Session(MutableMapping):
         session nobody holds counts against the user's limit (the browser never got its cookie)."""
         key, self._unsent = self._unsent, None
         if key is not None:
-            self._store.delete_row(key)
+            try:
+                self._store.delete_row(key)
+            except StoreError:
+                pass  # the response is failing already; the row expires like any other
 
     def _state(self) -> tuple:
         """What login() puts back when its save is refused (nothing was written)."""

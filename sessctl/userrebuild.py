@@ -43,8 +43,9 @@ def rebuild(store: Any, *, on_wait: Callable[[float], None] | None = None) -> Re
 
     A running app's store notices a new index only when it next looks (at most
     ``RECHECK_SECONDS`` later), and writes no index row for the logins it saves until then. So
-    after creating the index this waits that long (``on_wait(seconds)`` is told first) and
-    makes a second pass, which indexes those.
+    after a first pass this waits that long (``on_wait(seconds)`` is told first) and makes a
+    second pass, which indexes those. One rebuild at a time per table (ConfigError otherwise),
+    and never for a table Django serves (``app = "django"``).
     """
     if getattr(store.settings, "app", "sessctl") == "django":
         raise ConfigError(
