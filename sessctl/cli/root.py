@@ -13,22 +13,7 @@ from .commands import completion, delete, init, life, purge, show, stats
 from .commands import demo as demo_command
 from .commands import list as list_command
 from .commands import users as users_command
-from .types import FileName, TableName
-
-
-class Seconds(click.ParamType):
-    """A number of seconds above 0, at most a day (NaN and infinity are refused)."""
-
-    name = "seconds"
-
-    def convert(self, value, param, ctx):
-        try:
-            seconds = float(value)
-        except (TypeError, ValueError):
-            self.fail(f"{value!r} is not a number of seconds", param, ctx)
-        if not 0 < seconds <= 86400:  # also false for NaN
-            self.fail(f"{value!r} is not a number of seconds above 0 (at most 86400)", param, ctx)
-        return seconds
+from .types import FileName, FiniteSeconds, TableName
 
 
 class SessctlGroup(click.Group):
@@ -149,7 +134,7 @@ def _stdout_gone() -> None:
 )
 @click.option(
     "--timeout",
-    type=Seconds(),
+    type=FiniteSeconds(maximum=86400),
     metavar="SECONDS",
     help="Longest any one database call may take: connecting, a statement, a lock wait, the "
     "server's answer. [env: SESSCTL_TIMEOUT; default: 60 here, 5 in the app]",

@@ -129,19 +129,22 @@ class TableName(click.ParamType):
 
 
 class FiniteSeconds(click.ParamType):
-    """A positive, finite number of seconds (``nan`` and ``inf`` are not a time limit)."""
+    """A positive, finite number of seconds, at most ``maximum`` (``nan`` and ``inf`` are not a time limit)."""
 
     name = "seconds"
 
-    def convert(self, value, param, ctx):
-        import math
+    def __init__(self, maximum: float | None = None) -> None:
+        self.maximum = maximum
 
+    def convert(self, value, param, ctx):
         try:
             seconds = float(value)
         except (TypeError, ValueError):
             self.fail(f"{value!r} is not a number of seconds", param, ctx)
-        if not math.isfinite(seconds) or seconds <= 0 or seconds > MAX_DURATION:
-            self.fail(f"{value!r} is not a positive, finite number of seconds", param, ctx)
+        top = MAX_DURATION if self.maximum is None else self.maximum
+        if not 0 < seconds <= top:  # also false for NaN
+            limit = "" if self.maximum is None else f" (at most {self.maximum:g})"
+            self.fail(f"{value!r} is not a positive, finite number of seconds{limit}", param, ctx)
         return seconds
 
 
