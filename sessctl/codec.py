@@ -17,6 +17,7 @@ time, against the current key and then each fallback key.
 from __future__ import annotations
 
 import base64
+import binascii
 import hashlib
 import hmac
 import json
@@ -40,9 +41,14 @@ def _b64encode(raw: bytes) -> bytes:
     return base64.urlsafe_b64encode(raw).rstrip(b"=")
 
 
+_FROM_URLSAFE = bytes.maketrans(b"-_", b"+/")
+
+
 def _b64decode(text: str) -> bytes:
+    # base64.urlsafe_b64decode (what Django calls) step for step, without its Python-level
+    # wrappers: ASCII only, "-_" to "+/", then the lenient decoder. A third of a decode's time.
     try:
-        return base64.urlsafe_b64decode(text + "=" * (-len(text) % 4))
+        return binascii.a2b_base64((text + "=" * (-len(text) % 4)).encode("ascii").translate(_FROM_URLSAFE))
     except (ValueError, TypeError) as exc:
         raise CodecError("payload is not valid URL-safe base64") from exc
 
