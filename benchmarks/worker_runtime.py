@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import argparse
 import io
+import os
 import json
 import sys
 import time
@@ -312,7 +313,7 @@ def main() -> int:
         import pstats
 
         prof.disable()
-        pstats.Stats(prof, stream=sys.stderr).sort_stats("tottime").print_stats(25)
+        pstats.Stats(prof, stream=sys.stderr).sort_stats(os.environ.get("PSORT","tottime")).print_stats(int(os.environ.get("PN","25")))
     print(json.dumps({"requests": i, "timed": timed, "seconds": elapsed, "rps": timed / elapsed,
                       "statements_per_request": traced}))
     return 0

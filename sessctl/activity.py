@@ -203,9 +203,13 @@ def limited(session: Session, user: str | None) -> bool:
     return user is not None and bool(store.settings.max_sessions_per_user) and store.user_index_ready()
 
 
-def user_change(session: Session, row_user: str | None, data: dict[str, Any], now: datetime, lifetime) -> Any:
-    """What a save does to the side row: ("set", SideRow), ("drop",), ("seen", device) or None."""
-    new_user = user_of(data, session._store.settings.user_key)
+def user_change(session: Session, row_user: str | None, data: dict[str, Any], now: datetime, lifetime,
+                new_user: Any = False) -> Any:
+    """What a save does to the side row: ("set", SideRow), ("drop",), ("seen", device) or None.
+
+    ``new_user``: ``user_of(data)`` when the caller has it already."""
+    if new_user is False:
+        new_user = user_of(data, session._store.settings.user_key)
     if new_user != row_user:
         return ("set", side_row(session, new_user, now)) if new_user is not None else ("drop",)
     if new_user is not None and seen_due(session, now, lifetime):

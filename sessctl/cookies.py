@@ -66,8 +66,18 @@ def parse_cookie(header: str, name: str) -> str | None:
     return None
 
 
+_last_date: tuple[object, str] = (None, "")
+
+
 def http_date(moment) -> str:
-    return format_datetime(moment, usegmt=True)
+    """``moment`` (aware, UTC) as an HTTP date; the text is kept for the rest of its second."""
+    global _last_date
+    second = moment.replace(microsecond=0)
+    last, text = _last_date
+    if second != last:
+        text = format_datetime(second, usegmt=True)
+        _last_date = (second, text)
+    return text
 
 
 class CookieRules:

@@ -132,6 +132,19 @@ class FastPath:
         translated :class:`StoreError` with ``retry_safe`` set when the connection died before
         answering (and not for a timeout): the caller may then run its statement once more.
         """
+        conn = self._take()
+        try:
+            yield conn
+        except self.dbapi_error as exc:
+            raise self._failed(conn, exc) from exc
+        except BaseException:
+            _close_quietly(conn)  # state unknown (e.g. KeyboardInterrupt mid-statement)
+            raise
+        else:
+            self._give_back(conn)
+
+    # connection() in three parts, for _run(): the per-request path spares the generator.
+    def _take(self) -> Any:
         if self._pid != os.getpid():
             self.after_fork()
         idle, alive = self._idle, self._alive
@@ -139,37 +152,32 @@ class FastPath:
             try:
                 conn = idle.pop()
             except IndexError:
-                conn = self._new()
-                break
+                return self._new()
             if alive is None or alive(conn):
-                break
+                return conn
             _close_quietly(conn)
-        try:
-            yield conn
-        except self.dbapi_error as exc:
-            disconnect = self._engine.dialect.is_disconnect(exc, conn, None)
-            try:
-                conn.rollback()
-            except Exception:
-                disconnect = True
-            if disconnect:
-                _close_quietly(conn)
-            elif len(idle) < MAX_IDLE:
-                idle.append(conn)
-            else:
-                _close_quietly(conn)
-            wrapped = sa_exc.DBAPIError.instance(None, None, exc, self.dbapi_error, connection_invalidated=disconnect)
-            err = self._translate(wrapped)
-            err.retry_safe = disconnect and not _timed_out(exc)
-            raise err from exc
-        except BaseException:
-            _close_quietly(conn)  # state unknown (e.g. KeyboardInterrupt mid-statement)
-            raise
+
+    def _give_back(self, conn: Any) -> None:
+        if len(self._idle) < MAX_IDLE:
+            self._idle.append(conn)
         else:
-            if len(idle) < MAX_IDLE:
-                idle.append(conn)
-            else:
-                conn.close()
+            conn.close()
+
+    def _failed(self, conn: Any, exc: BaseException) -> StoreError:
+        """The driver raised on ``conn``: keep or drop it, and the error to raise (translated)."""
+        disconnect = self._engine.dialect.is_disconnect(exc, conn, None)
+        try:
+            conn.rollback()
+        except Exception:
+            disconnect = True
+        if disconnect:
+            _close_quietly(conn)
+        else:
+            self._give_back(conn)
+        wrapped = sa_exc.DBAPIError.instance(None, None, exc, self.dbapi_error, connection_invalidated=disconnect)
+        err = self._translate(wrapped)
+        err.retry_safe = disconnect and not _timed_out(exc)
+        return err
 
     def _new(self) -> Any:
         try:
@@ -315,7 +323,8 @@ class FastPath:
     def _run(self, sql: str, params: tuple, fetch: bool, wal: Any, waiting: Any) -> Any:
         deadline = None
         while True:
-            with self.connection() as conn:
+            conn = self._take()  # as ``with self.connection()``, written out: this is every request's path
+            try:
                 if wal is not None:
                     wal.before_write(conn)
                 cur = conn.cursor()
@@ -333,12 +342,19 @@ class FastPath:
                     if now > deadline:
                         raise
                     time.sleep(0.001)
+                    self._give_back(conn)
                     continue
                 result = cur.fetchone() if fetch else cur.rowcount
                 cur.close()
                 if not self.autocommit:
                     self._commit(conn)  # also ends a read's transaction, so an idle connection holds none
-                return result
+            except self.dbapi_error as exc:
+                raise self._failed(conn, exc) from exc
+            except BaseException:
+                _close_quietly(conn)  # state unknown (e.g. KeyboardInterrupt mid-statement)
+                raise
+            self._give_back(conn)
+            return result
 
     def _commit(self, conn: Any) -> None:
         """COMMIT; on SQLite a COMMIT that finds readers in a rollback-journal file waits for them.

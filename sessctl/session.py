@@ -463,12 +463,13 @@ class Session(MutableMapping):
         now = store.now()
         exp = policy.compute(store.settings, data, now)
         encoded = store.codec.encode(data)
-        side = activity.user_change(self, self._row_user, data, now, exp.lifetime)
+        user = user_of(data, store.settings.user_key)
+        side = activity.user_change(self, self._row_user, data, now, exp.lifetime, user)
         if store.swap_row(row, encoded, exp.expire_date, side=side):
             self._row = Row(row.key, encoded, exp.expire_date)
             self._data = data
             self.expiry = exp
-            self._row_user = self._users[row.key] = user_of(data, store.settings.user_key)
+            self._row_user = self._users[row.key] = user
             if side is not None:
                 self._seen = now if self._row_user is not None else None
             return row.key
