@@ -345,10 +345,6 @@ def _primary_keys(store: Any, cutoff: datetime, maintenance: bool = False) -> Wa
     t = store.table
     key, exp = t.c.session_key, t.c.expire_date
     last = ""
-    with store.connect() as conn:
-        returning = bool(getattr(conn.dialect, "is_mariadb", False))
-    if returning:
-        return _primary_keys_returning(store, cutoff)
 
     def step(n: int) -> tuple[int, bool]:
         nonlocal last
@@ -359,35 +355,6 @@ def _primary_keys(store: Any, cutoff: datetime, maintenance: bool = False) -> Wa
         if bound is not None:
             last = bound
         return deleted, bound is not None
-
-    return Walker(step, 1000, 100, 200_000)
-
-
-def _primary_keys_returning(store: Any, cutoff: datetime) -> Walker:
-    """MariaDB: the same walk in one statement per batch (``DELETE ... ORDER BY key LIMIT n RETURNING key``).
-
-    The last key returned is where the next batch starts, so no separate
-    query has to find each range's end first. ``n`` counts deleted rows: a
-    batch that deletes fewer has reached the end of the table.
-    """
-    q = store.engine.dialect.identifier_preparer.quote_identifier
-    name, key, exp = q(store.settings.table), q("session_key"), q("expire_date")
-    last = ""
-
-    def step(n: int) -> tuple[int, bool]:
-        nonlocal last
-        stmt = text(
-            f"DELETE FROM {name} WHERE {key} > :last AND {exp} < :cutoff ORDER BY {key} LIMIT {int(n)} RETURNING {key}"
-        ).bindparams(_typed_cutoff(store))
-
-        def once() -> list:
-            with store.connect(write=True) as conn:
-                return conn.execute(stmt, {"last": last, "cutoff": cutoff}).all()
-
-        rows = _retrying(once, store)
-        if rows:
-            last = rows[-1][0]
-        return len(rows), len(rows) == n
 
     return Walker(step, 1000, 100, 200_000)
 
