@@ -23,6 +23,8 @@ from sqlalchemy import bindparam, delete, select, text
 
 from .db import is_deadlock
 from .errors import StoreError
+from .userindex import side_name
+from .users import index_ready
 
 DEADLOCK_RETRIES = 5
 # Purge batch sizing: how long one batch should hold its locks, per dialect.
@@ -33,6 +35,9 @@ MAINTENANCE_SECONDS = 2.0
 # The user index's rows of purged sessions: swept for a share of the batches' own time.
 SWEEP_SHARE = 0.1
 SWEEP_MIN_SECONDS = 0.2
+# ... and where the batches delete their own index rows (SQLite), only rows others deleted are left:
+TIDY_SWEEP_SHARE = 0.03
+TIDY_SWEEP_MIN_SECONDS = 0.02
 FIRST_BATCH, MIN_BATCH, MAX_BATCH = 500, 50, 50_000
 
 
@@ -58,6 +63,7 @@ class Walker:
     recount: bool = False  # when done, count what is left (rows skipped while locked)
     empty: bool = False  # nothing to walk: no batch at all
     after: Callable[[], None] | None = None  # between batches (pacing, checkpoints)
+    tidy: bool = False  # the batches delete the user index rows of the rows they delete
     close: Callable[[], None] | None = None  # at the end, whatever happened
 
 
@@ -153,16 +159,19 @@ def _loop(store, walker: Walker, target: float, pause: float, max_seconds, on_ba
             elif pause:
                 time.sleep(pause)  # a gap for the app's writers (SQLite has one write lock)
         if result.complete:
-            # The batches above are the same with or without a user index. Its rows of purged
-            # sessions (and of any Django deleted) are harmless until swept, since every read
-            # joins the live table: the sweep gets a tenth of the batches' time (at least
-            # SWEEP_MIN_SECONDS), from a random key round the index, so purge stays within
-            # ~10 % of its time without an index and successive purges cover the whole index.
+            # Index rows whose session is gone (purged by batches that leave them, or deleted by
+            # Django) are harmless until swept, since every read joins the live table: the sweep
+            # gets a share of the batches' time from a random key round the index, so successive
+            # purges cover the whole index. On SQLite the batches delete their own index rows
+            # (``tidy``), and the sweep is only for what Django deleted: a smaller share.
             from .model import new_key
             from .users import sweep
 
             took = time.monotonic() - start
-            budget = max(SWEEP_MIN_SECONDS, SWEEP_SHARE * took)
+            if walker.tidy:  # left: only index rows of sessions that Django (or a hand) deleted
+                budget = max(TIDY_SWEEP_MIN_SECONDS, TIDY_SWEEP_SHARE * took)
+            else:
+                budget = max(SWEEP_MIN_SECONDS, SWEEP_SHARE * took)
             if max_seconds is not None:
                 budget = min(budget, max(0.001, max_seconds - took))
             result.index_deleted, _ = sweep(store, max_seconds=budget, start=new_key())
@@ -312,9 +321,18 @@ def _rowids(store: Any, cutoff: datetime, maintenance: bool = False) -> Walker:
     yields to app writers that wait (see :mod:`sessctl.sqlitewal`).
     """
     name, exp = _names(store)
-    stmt = text(f"DELETE FROM {name} WHERE rowid >= :lo AND rowid < :hi AND {exp} < :cutoff").bindparams(
-        _typed_cutoff(store)
-    )
+    where = f"rowid >= :lo AND rowid < :hi AND {exp} < :cutoff"
+    stmt = text(f"DELETE FROM {name} WHERE {where}").bindparams(_typed_cutoff(store))
+    # With the user index, the same transaction first deletes the index rows of the rows the batch
+    # deletes (one primary-key probe of the index per expired row, in the batch's cached pages),
+    # so purge leaves no index row behind it and the sweep after it has only Django's deletes to find.
+    side = None
+    if index_ready(store):
+        q = store.engine.dialect.identifier_preparer.quote_identifier
+        key = q("session_key")
+        side = text(
+            f"DELETE FROM {q(side_name(store.settings.table))} WHERE {key} IN (SELECT {key} FROM {name} WHERE {where})"
+        ).bindparams(_typed_cutoff(store))
     from .sqlitewal import PurgeConnection
 
     wal = PurgeConnection(store, maintenance)
@@ -328,11 +346,11 @@ def _rowids(store: Any, cutoff: datetime, maintenance: bool = False) -> Walker:
 
     def step(n: int) -> tuple[int, bool]:
         nonlocal pos
-        deleted = _retrying(lambda: wal.delete(stmt, {"lo": pos, "hi": pos + n, "cutoff": cutoff}), store)
+        deleted = _retrying(lambda: wal.delete(stmt, {"lo": pos, "hi": pos + n, "cutoff": cutoff}, side), store)
         pos += n
         return deleted, pos <= top
 
-    return Walker(step, 1000, 50, 1 << 22, after=wal.after_batch, close=wal.close)
+    return Walker(step, 1000, 50, 1 << 22, after=wal.after_batch, close=wal.close, tidy=side is not None)
 
 
 def _primary_keys(store: Any, cutoff: datetime, maintenance: bool = False) -> Walker:
