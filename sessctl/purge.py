@@ -362,13 +362,14 @@ def _primary_keys(store: Any, cutoff: datetime, maintenance: bool = False) -> Wa
     """
     t = store.table
     key, exp = t.c.session_key, t.c.expire_date
-    last = ""
+    last = None  # the first range has no lower end: under a PAD SPACE collation "\tx" < "" (a hand-made key)
 
     def step(n: int) -> tuple[int, bool]:
         nonlocal last
+        after = [] if last is None else [key > last]
         with store.connect() as conn:
-            bound = conn.execute(select(key).where(key > last).order_by(key).limit(1).offset(n - 1)).scalar()
-        cond = [key > last, exp < cutoff] + ([key <= bound] if bound is not None else [])
+            bound = conn.execute(select(key).where(*after).order_by(key).limit(1).offset(n - 1)).scalar()
+        cond = [*after, exp < cutoff] + ([key <= bound] if bound is not None else [])
         deleted = _count(store, delete(t).where(*cond))
         if bound is not None:
             last = bound

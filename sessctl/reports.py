@@ -78,14 +78,17 @@ def row_summary(
 
 
 _EXPIRY_NAME = EXPIRY_KEY.encode("ascii")
+# Longer JSON is parsed in full even by the quick read: within this size no number reaches
+# Python's 4,300-digit limit and no nesting its recursion limit, which the full decode refuses.
+QUICK_MAX = 1024
 
 
 def kinds_of(values: Iterable[str], *, django: bool = False, quick: bool = False) -> tuple[dict[str, int], int]:
     """Count stored values by lifetime kind (read unverified), and the deadlines that carry an idle limit too.
 
-    With ``quick`` (a sample's estimate), a payload whose JSON text is an object that cannot hold
-    the expiry key (the key's name nowhere in it, and no escape that could spell it) is counted
-    under the global policy without parsing it: the JSON parse is a third of a decode, and most
+    With ``quick`` (a sample's estimate), a short payload (``QUICK_MAX``) whose JSON text is an
+    object that cannot hold the expiry key (the key's name nowhere in it, and no escape that could
+    spell it) is counted under the global policy without parsing it: the JSON parse is a third of a decode, and most
     sessions keep the global policy. Everything else is decoded in full, as without ``quick``.
     """
     kinds = dict.fromkeys(KINDS, 0)
@@ -94,8 +97,9 @@ def kinds_of(values: Iterable[str], *, django: bool = False, quick: bool = False
     for value in values:
         try:
             if quick:
-                raw = payload_json(value).strip()
-                if raw[:1] == b"{" and raw[-1:] == b"}" and _EXPIRY_NAME not in raw and b"\\" not in raw:
+                raw = payload_json(value).strip(b" \t\r\n")  # JSON's whitespace, no other
+                if (len(raw) <= QUICK_MAX and raw[:1] == b"{" and raw[-1:] == b"}"
+                        and _EXPIRY_NAME not in raw and b"\\" not in raw):
                     kinds[default] += 1
                     continue
             lifetime = lifetime_of(decode_unverified(value))

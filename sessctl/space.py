@@ -37,13 +37,18 @@ def space(store: Any) -> dict[str, Any]:
     table = store.settings.table
     with store.connect() as conn:
         if dialect == "sqlite":
+            # One read transaction: the page counts and every dbstat walk see the same snapshot,
+            # whatever the app commits meanwhile (the table's bytes are a difference of them).
+            conn.exec_driver_sql("BEGIN")
+            conn.exec_driver_sql("SELECT 1 FROM sqlite_master LIMIT 1").all()  # the snapshot starts here
             pragma = {name: conn.exec_driver_sql(f"PRAGMA {name}").scalar()
                       for name in ("page_size", "page_count", "freelist_count", "auto_vacuum")}
             page = int(pragma["page_size"])
             path = sqlite_path(store.settings.database_url)
             wal = os.path.getsize(f"{path}-wal") if path and os.path.exists(f"{path}-wal") else 0
             table_bytes = _sqlite_table_bytes(conn, table, page, int(pragma["page_count"]),
-                                              int(pragma["freelist_count"]))
+                                              int(pragma["freelist_count"]), _reserved_bytes(path))
+            conn.rollback()  # only read
             mode = {0: "none", 1: "full", 2: "incremental"}.get(int(pragma["auto_vacuum"]), "unknown")
             return {
                 "backend": "sqlite",
@@ -95,7 +100,17 @@ def space(store: Any) -> dict[str, Any]:
     return {"backend": dialect}
 
 
-def _sqlite_table_bytes(conn: Any, table: str, page: int, pages: int, free: int) -> int | None:
+def _reserved_bytes(path: str | None) -> int:
+    """Bytes at the end of every page that SQLite leaves to an extension (byte 20 of the file header)."""
+    try:
+        with open(path, "rb") as fh:  # type: ignore[arg-type]
+            head = fh.read(21)
+    except (OSError, TypeError):
+        return 0
+    return head[20] if len(head) == 21 and head.startswith(b"SQLite format 3\x00") else 0
+
+
+def _sqlite_table_bytes(conn: Any, table: str, page: int, pages: int, free: int, reserved: int = 0) -> int | None:
     """Bytes of the table and its indexes, from SQLite's ``dbstat`` table (None where it is not built in).
 
     ``dbstat`` reads every page of the b-trees it is asked about (~0.1 s per 100k pages), so it is
@@ -121,7 +136,7 @@ def _sqlite_table_bytes(conn: Any, table: str, page: int, pages: int, free: int)
         return None
     unowned = 0
     if mode and pages >= 2:  # pointer-map pages: page 2, then one every usable/5 + 1 pages
-        unowned += (pages - 2) // (page // 5 + 1) + 1  # usable = page: no reserved bytes (not in Django's files)
+        unowned += (pages - 2) // ((page - reserved) // 5 + 1) + 1
     if pages * page > 2**30:  # the page holding byte 2^30 is never used
         unowned += 1
     return max(0, (pages - free - unowned) * page - other_bytes)

@@ -114,6 +114,19 @@ def test_adaptive_purge_deletes_exactly_the_expired(store):
     assert set(all_keys(store)) == live
 
 
+def test_adaptive_purge_reaches_keys_that_sort_below_the_empty_string(store):
+    # Hand-made keys (the table is the operator's): under MariaDB's PAD SPACE collations a key
+    # starting below " " sorts before "", so a walk that starts at key > "" never reached it.
+    cutoff, live, expired = _fill(store, 400)
+    odd = ["\tabcdefgh1234567", " abcdefgh12345678", "\x01" + "a" * 20]
+    with store.engine.begin() as conn:
+        conn.execute(insert(store.table), [
+            {"session_key": k, "session_data": "x", "expire_date": cutoff - timedelta(days=1)} for k in odd])
+    result = store.purge_expired(cutoff=cutoff)
+    assert result.complete and result.deleted == expired + len(odd)
+    assert set(all_keys(store)) == live
+
+
 def test_adaptive_purge_spares_a_row_refreshed_meanwhile(store):
     cutoff, live, _ = _fill(store, 4000)
     # The victim comes last in every walk order: latest expiry, highest key, last inserted.

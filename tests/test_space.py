@@ -100,6 +100,40 @@ def test_sqlite_table_bytes_match_a_walk_of_every_page(tmp_path, auto_vacuum):
     assert space["table_bytes"] < space["file_bytes"] / 2
 
 
+def test_sqlite_table_bytes_hold_while_the_app_writes_to_other_tables(tmp_path):
+    # The table's bytes are a difference of page counts and walks of the other b-trees: all of
+    # them must come from one snapshot, or another table's commits land in the sessions table's figure.
+    import threading
+
+    from sessctl.space import space
+
+    path = tmp_path / "s.db"
+    settings = Settings(database_url=f"sqlite:///{path}", secret_key="k")
+    store = SessionStore(settings)
+    store.create_table()
+    fill(store, expired=0, live=3_000)
+    with sqlite3.connect(path) as raw:
+        raw.execute("CREATE TABLE app_log (id INTEGER PRIMARY KEY, line TEXT)")
+    truth = _walked_table_bytes(path, "django_session")
+    stop = threading.Event()
+
+    def app_writes():
+        with sqlite3.connect(path, timeout=5) as raw:
+            while not stop.is_set():
+                raw.executemany("INSERT INTO app_log (line) VALUES (?)", [("x" * 300,)] * 20)
+                raw.commit()
+
+    writer = threading.Thread(target=app_writes)
+    writer.start()
+    try:
+        seen = [space(store)["table_bytes"] for _ in range(150)]
+    finally:
+        stop.set()
+        writer.join()
+        store.close()
+    assert set(seen) == {truth}
+
+
 def _relfilenode(store) -> int:
     with store.connect() as conn:
         return conn.execute(text("SELECT relfilenode FROM pg_class WHERE oid = CAST(:t AS regclass)"),

@@ -60,6 +60,9 @@ def test_the_samples_quick_read_counts_every_kind_as_a_full_decode_does():
         raw('{"\\u005fsession_expiry": 0}'), raw('{"\\u005fsession_expiry": 0}', compress=True),
         raw('  {"_session_expiry": 0}  '), raw('[{"a": 1}]'), raw('"text"'), raw("{not json"),
         raw('{"_session_expirY": 0}'), raw("{}", compress=True), "no-separators", raw('{"a": "\\""}'),
+        # JSON the full decode refuses though its syntax is valid, and whitespace JSON does not allow:
+        raw('{"n": ' + "7" * 4301 + "}"), raw('{"a": ' + "[" * 1000 + "]" * 1000 + "}", compress=True),
+        raw('\x0c{"a": 1}'), raw('{"a": 1}\x0b'), raw('\t{"a": 1}\r\n'),
     ]
     assert kinds_of(values, quick=True) == kinds_of(values)
     assert kinds_of(values)[0]["browser_close"] == 4  # plain, escaped twice, padded
