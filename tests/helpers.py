@@ -190,3 +190,13 @@ def django(settings, *args: str, fallbacks: tuple[str, ...] = ()) -> dict:
     proc = subprocess.run(cmd, capture_output=True, text=True, timeout=120)
     assert proc.returncode == 0, proc.stderr
     return json.loads(proc.stdout)
+
+
+def sqlite_file_store(path) -> tuple[Any, Any]:
+    """(settings, store) for a SQLite file at ``path``, its session table created."""
+    from sessctl import SessionStore, Settings
+
+    settings = Settings(database_url=f"sqlite:///{path}", secret_key="k")
+    store = SessionStore(settings)
+    store.create_table()
+    return settings, store

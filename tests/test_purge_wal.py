@@ -11,15 +11,13 @@ from __future__ import annotations
 
 import json
 import os
-import sqlite3
 import struct
 import threading
 import time
-from datetime import timedelta
 
 import pytest
 
-from helpers import fill, invoke
+from helpers import fill, invoke, sqlite_file_store
 from sessctl import SessionStore, Settings, sqlitewal
 from sessctl.session import Session
 
@@ -144,9 +142,7 @@ def test_app_writes_get_through_while_a_purge_runs(sq):
 
 def test_maintenance_purge_says_so_and_deletes_the_same_rows(tmp_path):
     path = tmp_path / "m.db"
-    settings = Settings(database_url=f"sqlite:///{path}", secret_key="k")
-    store = SessionStore(settings)
-    store.create_table()
+    settings, store = sqlite_file_store(path)
     fill(store, expired=3_000, live=7)
     r = invoke(settings, "purge", "--expired", "--maintenance", "--json", code=0)
     out = json.loads(r.stdout)

@@ -12,8 +12,7 @@ import time
 import pytest
 from sqlalchemy import text
 
-from helpers import fill, invoke
-from sessctl import SessionStore, Settings
+from helpers import fill, invoke, sqlite_file_store
 
 
 def _stats(settings) -> dict:
@@ -36,9 +35,7 @@ def test_stats_shows_the_tables_size_and_free_space(store, settings, backend):
 
 def test_sqlite_free_pages_show_after_a_purge_and_stay_without_incremental_vacuum(tmp_path):
     path = tmp_path / "s.db"
-    settings = Settings(database_url=f"sqlite:///{path}", secret_key="k")
-    store = SessionStore(settings)
-    store.create_table()
+    settings, store = sqlite_file_store(path)
     fill(store, expired=5_000, live=20)
     out = json.loads(invoke(settings, "purge", "--expired", "--reclaim", "--json", code=0).stdout)
     assert out["deleted"] == 5_000
@@ -53,9 +50,7 @@ def test_sqlite_incremental_vacuum_hands_pages_back(tmp_path):
     with sqlite3.connect(path) as raw:  # a file made for it, before the table exists
         raw.execute("PRAGMA auto_vacuum = INCREMENTAL")
         raw.execute("VACUUM")
-    settings = Settings(database_url=f"sqlite:///{path}", secret_key="k")
-    store = SessionStore(settings)
-    store.create_table()
+    settings, store = sqlite_file_store(path)
     fill(store, expired=5_000, live=20)
     before = _stats(settings)["space"]["file_bytes"]  # pages of the database (some may sit in the WAL yet)
     out = json.loads(invoke(settings, "purge", "--expired", "--reclaim", "--json", code=0).stdout)
@@ -87,9 +82,7 @@ def test_sqlite_table_bytes_match_a_walk_of_every_page(tmp_path, auto_vacuum):
         raw.execute("CREATE TABLE app_orders (id INTEGER PRIMARY KEY, note TEXT)")
         raw.execute("CREATE INDEX app_orders_note ON app_orders (note)")
         raw.executemany("INSERT INTO app_orders (note) VALUES (?)", [(f"order {i} " * 8,) for i in range(30_000)])
-    settings = Settings(database_url=f"sqlite:///{path}", secret_key="k")
-    store = SessionStore(settings)
-    store.create_table()
+    settings, store = sqlite_file_store(path)
     fill(store, expired=4_000, live=300)
     with sqlite3.connect(path) as raw:
         raw.execute("DELETE FROM app_orders WHERE id % 2 = 0")
@@ -108,9 +101,7 @@ def test_sqlite_table_bytes_hold_while_the_app_writes_to_other_tables(tmp_path):
     from sessctl.space import space
 
     path = tmp_path / "s.db"
-    settings = Settings(database_url=f"sqlite:///{path}", secret_key="k")
-    store = SessionStore(settings)
-    store.create_table()
+    settings, store = sqlite_file_store(path)
     fill(store, expired=0, live=3_000)
     with sqlite3.connect(path) as raw:
         raw.execute("CREATE TABLE app_log (id INTEGER PRIMARY KEY, line TEXT)")
