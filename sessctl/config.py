@@ -262,19 +262,19 @@ _FILE_KEYS = {f.name for f in fields(Settings)} | {"db", "secret_key_file"}
 
 
 def _read_file(name: str | os.PathLike[str], *, required: bool, secrets: bool = True) -> dict[str, Any]:
-    import tomllib
-
     path = Path(name)
     try:
         with path.open("rb") as fh:
+            import tomllib  # only once there is a file: most commands run without one
+
             raw = tomllib.load(fh)
     except FileNotFoundError:
         if required:
             raise ConfigError(f"config file {str(path)!r} does not exist") from None
         return {}
-    except tomllib.TOMLDecodeError as exc:
-        raise ConfigError(f"config file {str(path)!r} is not valid TOML: {exc}") from None
-    except (OSError, ValueError) as exc:  # ValueError: a NUL in the name
+    except (OSError, ValueError) as exc:  # ValueError: a NUL in the name, or TOML's own error
+        if type(exc).__name__ == "TOMLDecodeError":  # tomllib.TOMLDecodeError (tomllib may not be imported)
+            raise ConfigError(f"config file {str(path)!r} is not valid TOML: {exc}") from None
         raise ConfigError(f"cannot read config file {str(path)!r}: {getattr(exc, 'strerror', None) or exc}") from None
     if isinstance(raw.get("sessctl"), dict) and len(raw) == 1:
         raw = raw["sessctl"]

@@ -164,8 +164,8 @@ def _loop(store, walker: Walker, target: float, pause: float, max_seconds, on_ba
             # Index rows whose session is gone (purged by batches that leave them, or deleted by
             # Django) are harmless until swept, since every read joins the live table: the sweep
             # gets a share of the batches' time from a random key round the index, so successive
-            # purges cover the whole index. On SQLite the batches delete their own index rows
-            # (``tidy``), and the sweep is only for what Django deleted: a smaller share.
+            # purges cover the whole index. On SQLite and PostgreSQL the batches delete their own
+            # index rows (``tidy``), and the sweep is only for what Django deleted: a smaller share.
             from .model import new_key
             from .users import sweep
 
@@ -221,12 +221,14 @@ def _retrying(work: Callable[[], Any], store: Any = None) -> Any:
     raise AssertionError("unreachable")
 
 
-def _count(store: Any, stmt: Any, params: dict | None = None) -> int:
-    """Run one DELETE in its own transaction (retried after a deadlock); the rows it deleted."""
+def _count(store: Any, stmt: Any, params: dict | None = None, *, counted: bool = False) -> int:
+    """Run one DELETE in its own transaction (retried after a deadlock); the rows it deleted
+    (``counted``: the statement selects that number itself)."""
 
     def once() -> int:
         with store.connect(write=True) as conn:
-            return conn.execute(stmt, params or {}).rowcount
+            result = conn.execute(stmt, params or {})
+            return int(result.scalar_one()) if counted else result.rowcount
 
     return _retrying(once, store)
 
@@ -299,18 +301,26 @@ def _heap_pages(store: Any, cutoff: datetime, maintenance: bool = False) -> Walk
             text("SELECT pg_relation_size(CAST(:t AS regclass)) / current_setting('block_size')::int"),
             {"t": name},
         ).scalar_one()
-    stmt = text(
-        f"DELETE FROM {name} WHERE ctid >= CAST(:lo AS tid) AND ctid < CAST(:hi AS tid) AND {exp} < :cutoff"
-    ).bindparams(_typed_cutoff(store))
+    delete_range = f"DELETE FROM {name} WHERE ctid >= CAST(:lo AS tid) AND ctid < CAST(:hi AS tid) AND {exp} < :cutoff"
+    tidy = index_ready(store)
+    if tidy:  # the index rows of the deleted rows go in the same statement (rows first, as the runtime locks)
+        q = store.engine.dialect.identifier_preparer.quote_identifier
+        key = q("session_key")
+        delete_range = (
+            f"WITH gone AS ({delete_range} RETURNING {key}), "
+            f"side AS (DELETE FROM {q(side_name(store.settings.table))} WHERE {key} IN (SELECT {key} FROM gone)) "
+            f"SELECT count(*) FROM gone"
+        )
+    stmt = text(delete_range).bindparams(_typed_cutoff(store))
     pos = 0
 
     def step(n: int) -> tuple[int, bool]:
         nonlocal pos
-        deleted = _count(store, stmt, {"lo": f"({pos},0)", "hi": f"({pos + n},0)", "cutoff": cutoff})
+        deleted = _count(store, stmt, {"lo": f"({pos},0)", "hi": f"({pos + n},0)", "cutoff": cutoff}, counted=tidy)
         pos += n
         return deleted, pos < pages
 
-    return Walker(step, 64, 8, 1 << 20, empty=pages <= 0)
+    return Walker(step, 64, 8, 1 << 20, empty=pages <= 0, tidy=tidy)
 
 
 def _rowids(store: Any, cutoff: datetime, maintenance: bool = False) -> Walker:

@@ -15,7 +15,8 @@ transaction locks the session row first, then the side row, so no two of them
 deadlock on the pair. Ending sessions (logout, ``sessctl delete``, ending a
 user's sessions) deletes their index rows in the same transaction. On SQLite
 each purge batch does too (the index rows of the rows it deletes, first, in
-its transaction); elsewhere purge leaves its own batches as they are. Then it
+its transaction), and on PostgreSQL (in the batch's statement); on MariaDB/MySQL
+purge leaves its own batches as they are. Then it
 sweeps, for a share of the batches' time (a tenth; 3 % where the batches
 deleted their index rows) and from a random point round the index, the index
 rows whose session is gone (:func:`sessctl.users.sweep`), which also takes the
