@@ -190,6 +190,9 @@ def translate(exc: sa_exc.DBAPIError, dialect: str, url: str, table: str) -> Sto
     sqlstate = getattr(orig, "sqlstate", None)
     if "no such table" in low or sqlstate == "42P01" or code == 1146:
         return table_missing(table, url)
+    if "no such column" in low or sqlstate == "42703" or code == 1054:
+        return StoreError(f"the table {table!r} lacks a column of Django's session table ({msg}); "
+                          "check --table, or create it with `sessctl init`")
     if "readonly" in low or "read-only" in low:
         return StoreError(f"the database is read-only ({msg}); check the file's permissions")
     if "disk is full" in low or "no space" in low:
@@ -202,11 +205,22 @@ def translate(exc: sa_exc.DBAPIError, dialect: str, url: str, table: str) -> Sto
         hint = _sqlite_folder_hint(url)
         if hint:
             return StoreError(f"cannot open the SQLite database {sqlite_path(url)} ({msg}): {hint}")
+    if isinstance(code, int) and 1000 <= code < 2000 and code not in _MYSQL_UNREACHABLE and not exc.connection_invalidated:
+        # PyMySQL calls every server error from 1000 up "operational": an unknown column, a bad
+        # value... The server answered: it is not out of reach.
+        return StoreError(f"database error: {msg}")
     if isinstance(exc, sa_exc.OperationalError) or exc.connection_invalidated:
         if "locked" in low:
             return StoreError(f"the database is locked by another writer ({msg}); try again")
         return DatabaseUnavailable(f"cannot reach the database {redact_url(url)}: {msg}")
     return StoreError(f"database error: {msg}")
+
+
+# MariaDB/MySQL server errors that do mean the database cannot be used from here: too many
+# connections, access denied, unknown database, shutting down, network errors, killed, idle
+# timeout, and a statement cut off by the time bound (max_statement_time: "did not answer in time").
+_MYSQL_UNREACHABLE = frozenset({1040, 1044, 1045, 1049, 1053, 1129, 1130, 1152, 1153, 1154, 1155, 1156,
+                                1157, 1158, 1159, 1160, 1161, 1203, 1226, 1927, 1931, 1969})
 
 
 def _sqlite_folder_hint(url: str) -> str | None:

@@ -39,7 +39,7 @@ SWEEP_SHARE = 0.1
 SWEEP_MIN_SECONDS = 0.2
 # ... and where the batches delete their own index rows (SQLite), only rows others deleted are left:
 TIDY_SWEEP_SHARE = 0.03
-TIDY_SWEEP_MIN_SECONDS = 0.02
+TIDY_SWEEP_MIN_SECONDS = 0.05
 FIRST_BATCH, MIN_BATCH, MAX_BATCH = 500, 50, 50_000
 
 
@@ -52,6 +52,7 @@ class PurgeResult:
     cutoff: datetime | None = None
     remaining: int | None = None
     index_deleted: int = 0  # rows of the user index whose session was gone, swept after the batches
+    stopped: str | None = None  # why an incomplete purge stopped, when not --max-seconds
 
 
 @dataclass(slots=True)
@@ -64,9 +65,10 @@ class Walker:
     largest: int
     recount: bool = False  # when done, count what is left (rows skipped while locked)
     empty: bool = False  # nothing to walk: no batch at all
-    after: Callable[[], None] | None = None  # between batches (pacing, checkpoints)
+    after: Callable[[], str | None] | None = None  # between batches (pacing, checkpoints); a reason to stop
     tidy: bool = False  # the batches delete the user index rows of the rows they delete
     close: Callable[[], None] | None = None  # at the end, whatever happened
+    budget: Callable[[float], None] | None = None  # the most the next batch may wait for locks (--max-seconds)
 
 
 def purge_expired(
@@ -131,6 +133,8 @@ def _loop(store, walker: Walker, target: float, pause: float, max_seconds, on_ba
                     break
                 if pin is not None:
                     pin.budget = max(left, 0.5)
+                if walker.budget is not None:  # a walker on a connection of its own (SQLite)
+                    walker.budget(max(left, 0.5))
             began = time.monotonic()
             try:
                 deleted, more = walker.step(step)
@@ -157,7 +161,11 @@ def _loop(store, walker: Walker, target: float, pause: float, max_seconds, on_ba
             # Aim the next batch at the target duration, changing by at most 4x at a time.
             step = int(min(max(step * target / max(took, 1e-4), step / 4, walker.smallest), step * 4, walker.largest))
             if walker.after is not None:
-                walker.after()
+                why = walker.after()
+                if why:  # the walker cannot go on safely now (a reader pins SQLite's log)
+                    _stop(store, cutoff, result, pin)
+                    result.stopped = why
+                    break
             elif pause:
                 time.sleep(pause)  # a gap for the app's writers (SQLite has one write lock)
         if result.complete:
@@ -362,7 +370,8 @@ def _rowids(store: Any, cutoff: datetime, maintenance: bool = False) -> Walker:
         pos += n
         return deleted, pos <= top
 
-    return Walker(step, 1000, 50, 1 << 22, after=wal.after_batch, close=wal.close, tidy=side is not None)
+    return Walker(step, 1000, 50, 1 << 22, after=wal.after_batch, close=wal.close, tidy=side is not None,
+                  budget=wal.set_budget)
 
 
 def _primary_keys(store: Any, cutoff: datetime, maintenance: bool = False) -> Walker:

@@ -49,6 +49,10 @@ MAINTENANCE_WAL_BOUND = 1024 * 2**20
 PURGE_CACHE_KIB = 48 * 1024  # page cache of the purge's connection (its RSS stays under 100 MB)
 RESTART_BUSY_MS = 20  # how long a RESTART checkpoint may wait for readers (app writers wait meanwhile)
 YIELD_CAP = 0.05  # longest a purge waits for the app's waiting writers after one batch
+# A reader that holds an old snapshot keeps the log from starting over: past this many times its
+# bound the purge writes nothing until the reader lets go, and stops after PINNED_WAIT seconds.
+PINNED_FACTOR = 4
+PINNED_WAIT = 10.0
 PROBE_SECONDS = 0.2
 
 try:
@@ -198,8 +202,8 @@ class PurgeConnection:
             run = self.conn.exec_driver_sql
             run("PRAGMA wal_autocheckpoint = 0")
             run(f"PRAGMA cache_size = -{PURGE_CACHE_KIB}")
-            page = run("PRAGMA page_size").scalar() or 4096
-            self.busy_ms = run("PRAGMA busy_timeout").scalar()
+            page = self.page = run("PRAGMA page_size").scalar() or 4096
+            self.busy_ms = self.store_busy_ms = run("PRAGMA busy_timeout").scalar()
             self.conn.commit()
         except BaseException:
             self.close()
@@ -236,30 +240,72 @@ class PurgeConnection:
         head = os.pread(self._shm, 20, 0)
         return int.from_bytes(head[16:20], sys.byteorder) if len(head) == 20 else None
 
-    def checkpoint(self, final: bool = False) -> None:
-        """PASSIVE (copies without blocking anyone), then RESTART (or TRUNCATE) with a short wait.
+    def checkpoint(self, final: bool = False) -> bool:
+        """PASSIVE (copies without blocking anyone), then RESTART (or TRUNCATE) with a short wait;
+        True once the log starts over.
 
         The RESTART holds the write lock only while it copies what the app
         wrote since the PASSIVE and waits (at most RESTART_BUSY_MS) for readers
         of the old log to finish; after it the log starts over from its beginning.
+        If the PASSIVE could not copy every frame, a reader still holds an older
+        snapshot and a RESTART would only keep the app's writers waiting: it is
+        not tried (but always at the end, ``final``).
         """
         run = self.conn.exec_driver_sql
-        run("PRAGMA wal_checkpoint(PASSIVE)").one()
-        run(f"PRAGMA busy_timeout = {RESTART_BUSY_MS}")
         try:
-            run(f"PRAGMA wal_checkpoint({'TRUNCATE' if final else 'RESTART'})").one()
+            _busy, log, copied = run("PRAGMA wal_checkpoint(PASSIVE)").one()
+            if not final and copied < log:
+                return False
+            run(f"PRAGMA busy_timeout = {RESTART_BUSY_MS}")
+            try:
+                busy, _log, _copied = run(f"PRAGMA wal_checkpoint({'TRUNCATE' if final else 'RESTART'})").one()
+            finally:
+                run(f"PRAGMA busy_timeout = {int(self.busy_ms)}")
+            return not busy
         finally:
-            run(f"PRAGMA busy_timeout = {int(self.busy_ms)}")
             self.conn.commit()
 
-    def after_batch(self) -> None:
+    def set_budget(self, seconds: float) -> None:
+        """The most the next batch may wait for the write lock: what is left of --max-seconds."""
+        ms = max(1, int(min(seconds * 1000, self.store_busy_ms)))
+        if ms != self.busy_ms:
+            self._guard(lambda: self.conn.exec_driver_sql(f"PRAGMA busy_timeout = {ms}"))
+            self.conn.commit()
+            self.busy_ms = ms
+
+    def after_batch(self) -> str | None:
+        """Checkpoint past the bound and yield to waiting app writers; a reason to stop, if any."""
         self.since += 1
         frames = self.frames()
         if (frames is not None and frames >= self.bound_frames) or (frames is None and self.since >= 8):
-            self._guard(self.checkpoint)
-            self.since = 0
+            if self._guard(self.checkpoint):
+                self.since = 0
+            elif frames is not None and frames >= PINNED_FACTOR * self.bound_frames:
+                why = self._wait_for_readers(frames)
+                if why:
+                    return why
         if self.signals is not None and not self.maintenance:
             self.signals.yield_to_writers()
+        return None
+
+    def _wait_for_readers(self, frames: int) -> str | None:
+        """The log is PINNED_FACTOR times its bound and a reader keeps it from starting over:
+        write nothing more until it can (checked every 0.1 s), for at most PINNED_WAIT seconds
+        (and never past --max-seconds); then the reason to stop."""
+        deadline = getattr(self.store, "_purge_deadline", None)
+        until = time.monotonic() + PINNED_WAIT
+        if deadline is not None:
+            until = min(until, deadline)
+        while time.monotonic() < until:
+            time.sleep(0.1)
+            if self._guard(self.checkpoint):
+                self.since = 0
+                return None
+        if deadline is not None and time.monotonic() >= deadline:
+            return None  # the loop stops for --max-seconds
+        size = frames * (self.page + 24) / 2**20
+        return (f"a reader has kept SQLite's write-ahead log from starting over for {PINNED_WAIT:g} s "
+                f"(an open read transaction; the log is at {size:.0f} MB): re-run once it ends")
 
     def close(self) -> None:
         conn, self.conn = self.conn, None

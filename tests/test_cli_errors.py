@@ -303,3 +303,22 @@ def test_unexpected_error_is_one_line_unless_debug(sessions, run, monkeypatch):
     assert r.exit_code == 1, r.output
     assert "Traceback (most recent call last)" in r.stderr and "RuntimeError: boom" in r.stderr
     assert r.stderr.strip().splitlines()[-1].startswith("Error: unexpected RuntimeError: boom")
+
+
+def test_a_table_of_the_wrong_shape_is_a_database_error_not_an_unreachable_server(settings, backend):
+    # The server answered (an unknown column): "cannot reach the database" would send the
+    # operator to the network. PyMySQL calls every server error "operational"; that is no reason.
+    import sqlalchemy as sa
+
+    from helpers import invoke
+
+    engine = sa.create_engine(settings.database_url)
+    q = engine.dialect.identifier_preparer.quote
+    with engine.begin() as conn:
+        conn.execute(sa.text(f"CREATE TABLE {q(settings.table)} (session_key varchar(40) PRIMARY KEY, "
+                             "session_data text NOT NULL)"))
+    engine.dispose()
+    r = invoke(settings, "list", code=1)
+    errors = [line for line in r.stderr.splitlines() if line.startswith("Error:")]
+    assert len(errors) == 1 and "expire_date" in errors[0] and "lacks a column" in errors[0], r.stderr
+    assert "cannot reach" not in r.stderr

@@ -158,3 +158,76 @@ def test_maintenance_purge_on_every_backend(store, settings):
     result = store.purge_expired(maintenance=True)
     assert result.complete and result.deleted == 500
     assert store.counts()["total"] == 5
+
+
+def test_a_reader_holding_the_log_stops_the_purge_before_the_log_outgrows_its_bound(sq, monkeypatch):
+    # A read transaction left open keeps every checkpoint from letting the log start over: the
+    # purge waits for it past PINNED_FACTOR times the bound, then stops and says why (before, it
+    # kept appending: ~1 GB of log for a 32 MB bound). Once the reader ends, a re-run finishes.
+    import sqlite3
+    import threading
+
+    store, path = sq
+    monkeypatch.setattr(sqlitewal, "WAL_BOUND", 1 << 20)
+    monkeypatch.setattr(sqlitewal, "PINNED_WAIT", 1.0)
+    fill(store, expired=40_000, live=100)
+    holding, release = threading.Event(), threading.Event()
+
+    def reader():
+        with sqlite3.connect(path) as raw:
+            raw.execute("BEGIN")
+            raw.execute("SELECT count(*) FROM django_session").fetchone()  # a snapshot from before the purge
+            holding.set()
+            release.wait(30)
+            raw.rollback()
+
+    t = threading.Thread(target=reader)
+    t.start()
+    holding.wait(5)
+    peak = []
+    try:
+        result = store.purge_expired(on_batch=lambda _n: peak.append(_wal_state(path)[0]))
+    finally:
+        release.set()
+        t.join()
+    assert not result.complete and "reader" in (result.stopped or "")
+    assert 0 < result.deleted < 40_000 and result.remaining == 40_000 - result.deleted
+    page = 4096
+    # PINNED_FACTOR bounds, plus the batches it takes to learn how many batches make the bound.
+    assert max(peak) * page < (sqlitewal.PINNED_FACTOR + 12) * (1 << 20), max(peak) * page
+    again = store.purge_expired()
+    assert again.complete and again.deleted == 40_000 - result.deleted
+    assert store.counts()["total"] == 100
+
+
+def test_max_seconds_bounds_a_batch_waiting_for_the_write_lock(sq):
+    # The batches run on a connection of their own, which waited the store's whole timeout for a
+    # writer that held the lock: --max-seconds 2 took 11 s beside a 10 s writer.
+    import sqlite3
+    import threading
+
+    store, path = sq
+    fill(store, expired=20_000, live=10)
+    holding, release = threading.Event(), threading.Event()
+
+    def writer():
+        with sqlite3.connect(path, timeout=30) as raw:
+            raw.execute("BEGIN IMMEDIATE")
+            raw.execute("UPDATE django_session SET session_data = session_data WHERE 0")
+            holding.set()
+            release.wait(20)
+            raw.rollback()
+
+    t = threading.Thread(target=writer)
+    t.start()
+    holding.wait(5)
+    began = time.monotonic()
+    try:
+        result = store.purge_expired(max_seconds=2.0)
+    finally:
+        took = time.monotonic() - began
+        release.set()
+        t.join()
+    assert not result.complete and result.deleted == 0
+    assert 1.5 < took < 3.0, took  # the store's own timeout is 5 s
+    assert store.purge_expired().deleted == 20_000

@@ -141,7 +141,10 @@ def purge(app, expired, all_, yes, dry_run, batch_size, max_seconds, wait, maint
                     f"deleted {plural(done.deleted, 'expired session')} "
                     f"in {plural(done.batches, 'batch', 'batches')} ({done.seconds:.1f}s) {there}"
                 )
-                if not done.complete:
+                if done.stopped:
+                    result["stopped"] = done.stopped
+                    message += f"; stopped with {remaining} left: {done.stopped}"
+                elif not done.complete:
                     message += f"; stopped after --max-seconds with {remaining} left: re-run to go on"
                 if reclaim:
                     left = None if max_seconds is None else max(0.001, max_seconds - done.seconds)
