@@ -36,8 +36,8 @@ BATCH_PAUSE = {"sqlite": 0.002}  # after a fixed-size batch; the adaptive walk y
 MAINTENANCE_SECONDS = 2.0
 # The user index's rows of purged sessions: swept for a share of the batches' own time.
 SWEEP_SHARE = 0.1
-SWEEP_MIN_SECONDS = 0.2
-# ... and where the batches delete their own index rows (SQLite), only rows others deleted are left:
+SWEEP_MIN_SECONDS = 0.05
+# ... and where the batches delete their own index rows (PostgreSQL), only rows others deleted are left:
 TIDY_SWEEP_SHARE = 0.03
 TIDY_SWEEP_MIN_SECONDS = 0.05
 FIRST_BATCH, MIN_BATCH, MAX_BATCH = 500, 50, 50_000
@@ -172,8 +172,8 @@ def _loop(store, walker: Walker, target: float, pause: float, max_seconds, on_ba
             # Index rows whose session is gone (purged by batches that leave them, or deleted by
             # Django) are harmless until swept, since every read joins the live table: the sweep
             # gets a share of the batches' time from a random key round the index, so successive
-            # purges cover the whole index. On SQLite and PostgreSQL the batches delete their own
-            # index rows (``tidy``), and the sweep is only for what Django deleted: a smaller share.
+            # purges cover the whole index. On PostgreSQL the batches delete their own index rows
+            # (``tidy``), and the sweep is only for what Django deleted: a smaller share.
             from .model import new_key
             from .users import sweep
 
@@ -341,18 +341,12 @@ def _rowids(store: Any, cutoff: datetime, maintenance: bool = False) -> Walker:
     yields to app writers that wait (see :mod:`sessctl.sqlitewal`).
     """
     name, exp = _names(store)
-    where = f"rowid >= :lo AND rowid < :hi AND {exp} < :cutoff"
-    stmt = text(f"DELETE FROM {name} WHERE {where}").bindparams(_typed_cutoff(store))
-    # With the user index, the same transaction first deletes the index rows of the rows the batch
-    # deletes (one primary-key probe of the index per expired row, in the batch's cached pages),
-    # so purge leaves no index row behind it and the sweep after it has only Django's deletes to find.
-    side = None
-    if index_ready(store):
-        q = store.engine.dialect.identifier_preparer.quote_identifier
-        key = q("session_key")
-        side = text(
-            f"DELETE FROM {q(side_name(store.settings.table))} WHERE {key} IN (SELECT {key} FROM {name} WHERE {where})"
-        ).bindparams(_typed_cutoff(store))
+    stmt = text(f"DELETE FROM {name} WHERE rowid >= :lo AND rowid < :hi AND {exp} < :cutoff").bindparams(
+        _typed_cutoff(store)
+    )
+    # The user index's rows of these rows are left to the sweep after the batches (purge_expired):
+    # deleted here, in the batches' transactions or after them in key order, they cost purge
+    # 1.5-2.6x its time without the index (benchmarks/README.md), against 1.1x for the sweep.
     from .sqlitewal import PurgeConnection
 
     wal = PurgeConnection(store, maintenance)
@@ -366,12 +360,11 @@ def _rowids(store: Any, cutoff: datetime, maintenance: bool = False) -> Walker:
 
     def step(n: int) -> tuple[int, bool]:
         nonlocal pos
-        deleted = _retrying(lambda: wal.delete(stmt, {"lo": pos, "hi": pos + n, "cutoff": cutoff}, side), store)
+        deleted = _retrying(lambda: wal.delete(stmt, {"lo": pos, "hi": pos + n, "cutoff": cutoff}), store)
         pos += n
         return deleted, pos <= top
 
-    return Walker(step, 1000, 50, 1 << 22, after=wal.after_batch, close=wal.close, tidy=side is not None,
-                  budget=wal.set_budget)
+    return Walker(step, 1000, 50, 1 << 22, after=wal.after_batch, close=wal.close, budget=wal.set_budget)
 
 
 def _primary_keys(store: Any, cutoff: datetime, maintenance: bool = False) -> Walker:

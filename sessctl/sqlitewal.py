@@ -218,12 +218,10 @@ class PurgeConnection:
         except sa_exc.DBAPIError as exc:
             raise self.store._translate(exc) from exc
 
-    def delete(self, stmt: Any, params: dict, before: Any = None) -> int:
-        """One batch in one transaction: ``before`` (the user index rows of the same rows), then ``stmt``."""
+    def delete(self, stmt: Any, params: dict) -> int:
+        """One batch in one transaction; the rows it deleted."""
         try:
             with self.conn.begin():
-                if before is not None:
-                    self.conn.execute(before, params)
                 return self.conn.execute(stmt, params).rowcount
         except sa_exc.DBAPIError as exc:
             raise self.store._translate(exc) from exc
