@@ -121,17 +121,16 @@ def login(session: Session, user_id: Any) -> LoginResult:
     limit = settings.max_sessions_per_user
     atomic = bool(limit) and store.user_index_ready()
     result = LoginResult()
-    if limit:
+    if limit and not atomic:  # atomic: the save below counts, refuses or evicts under the user's lock
         mine = session._row.key if session._row is not None and current == uid else None
         others = [s for s in store.user_sessions(uid) if s.key != mine]
         if len(others) >= limit:
-            if settings.on_max_sessions == "refuse":  # the common case, refused before anything changes
+            if settings.on_max_sessions == "refuse":
                 raise SessionLimitReached(refusal(uid, len(others), limit), user_id=uid, limit=limit, sessions=others)
-            if not atomic:
-                oldest = sorted(others, key=lambda s: (s.last_activity or s.expire_date).timestamp())
-                victims = [s.key for s in oldest[: len(others) - limit + 1]]
-                store.end_sessions(victims)
-                result = LoginResult(tuple(victims), eviction(uid, victims, limit))
+            oldest = sorted(others, key=lambda s: (s.last_activity or s.expire_date).timestamp())
+            victims = [s.key for s in oldest[: len(others) - limit + 1]]
+            store.end_sessions(victims)
+            result = LoginResult(tuple(victims), eviction(uid, victims, limit))
     before = session._state()
     if current is not None and current != uid:
         if atomic:  # another user's session: start from nothing, its row retired by the save below

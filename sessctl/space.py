@@ -47,7 +47,8 @@ def space(store: Any) -> dict[str, Any]:
             path = sqlite_path(store.settings.database_url)
             wal = os.path.getsize(f"{path}-wal") if path and os.path.exists(f"{path}-wal") else 0
             table_bytes = _sqlite_table_bytes(conn, table, page, int(pragma["page_count"]),
-                                              int(pragma["freelist_count"]), _reserved_bytes(path))
+                                              int(pragma["freelist_count"]), int(pragma["auto_vacuum"]),
+                                              _reserved_bytes(path))
             conn.rollback()  # only read
             mode = {0: "none", 1: "full", 2: "incremental"}.get(int(pragma["auto_vacuum"]), "unknown")
             return {
@@ -110,7 +111,8 @@ def _reserved_bytes(path: str | None) -> int:
     return head[20] if len(head) == 21 and head.startswith(b"SQLite format 3\x00") else 0
 
 
-def _sqlite_table_bytes(conn: Any, table: str, page: int, pages: int, free: int, reserved: int = 0) -> int | None:
+def _sqlite_table_bytes(conn: Any, table: str, page: int, pages: int, free: int, mode: int,
+                        reserved: int = 0) -> int | None:
     """Bytes of the table and its indexes, from SQLite's ``dbstat`` table (None where it is not built in).
 
     ``dbstat`` reads every page of the b-trees it is asked about (~0.1 s per 100k pages), so it is
@@ -131,7 +133,6 @@ def _sqlite_table_bytes(conn: Any, table: str, page: int, pages: int, free: int,
             found = conn.execute(text("SELECT sum(pgsize) FROM dbstat WHERE name = :n AND aggregate = 1"),
                                  {"n": name}).scalar()
             other_bytes += int(found or 0)
-        mode = int(conn.exec_driver_sql("PRAGMA auto_vacuum").scalar())
     except Exception:  # no dbstat (or no aggregate column: SQLite before 3.31) in this build
         return None
     unowned = 0
