@@ -73,6 +73,10 @@ def test_purge_killed_at_random_moments_then_rerun(store, backend):
     left = n_expired
     mid_run = 0
     for round_ in range(3):
+        if round_ and left < n_expired // 2:
+            # A fast backend may have finished in round 0's pause: give this round rows to cut into.
+            fill(store, expired=n_expired - left, live=0)
+            left = store.count_expired()
         proc = popen(store.settings, "purge", "--expired", "--batch-size", "50")
         if round_ == 0:
             time.sleep(rng.uniform(0.0, 0.4))  # any moment, maybe before it has even connected
