@@ -30,6 +30,7 @@ if TYPE_CHECKING:
 MAX_INTERVAL = 3600.0  # the default interval never exceeds an hour ("last seen" stays useful)
 GONE = "gone"
 TOUCHED = "touched"
+LATER = "later"  # Session._seen: the user index's "last seen" was not read with the row
 
 
 def interval_for(settings: Any, window: float | None) -> float:
@@ -63,7 +64,30 @@ def seen_due(session: Session, now: datetime, lifetime: policy.Lifetime) -> bool
     if seen is None:
         return False
     settings = session._store.settings
-    return (now - seen).total_seconds() >= interval_for(settings, window_of(settings, lifetime))
+    interval = interval_for(settings, window_of(settings, lifetime))
+    if seen is LATER:  # not read with the row (SQLite): read it now, unless this process knows it is recent
+        seen = session._seen = session._store.last_seen_of(session._row.key, after=policy._add(now, -interval))
+        if seen is None:
+            return False
+    return (now - seen).total_seconds() >= interval
+
+
+def slides_uncapped(expiry: policy.Expiry, row_expire_date: datetime, window: float | None) -> bool:
+    """Whether a save now would move the deadline to ``now + window``, and the row's lies no further.
+
+    Then "last seen" follows from the row: every write that moves a user's deadline
+    to ``t + window`` records "last seen" within an interval of ``t`` (a touch sets
+    both; a save reads "last seen" and refreshes it when stale). So while the
+    deadline has not slid by an interval, "last seen" is not an interval stale
+    either beyond the slack of one interval, and once it has, the touch writes
+    both. Not so for a fixed deadline, one capped by it, or a row whose deadline
+    lies further than the lifetime gives now (the settings changed, or the
+    command line set it): there "last seen" is read.
+    """
+    if window is None or row_expire_date > expiry.expire_date:
+        return False
+    lifetime = expiry.lifetime
+    return lifetime.kind != policy.ABSOLUTE or lifetime.deadline is None or expiry.expire_date < lifetime.deadline
 
 
 def due(session: Session) -> tuple[policy.Expiry, bool, bool] | None:
@@ -75,9 +99,13 @@ def due(session: Session) -> tuple[policy.Expiry, bool, bool] | None:
         return None
     now = store.now()
     expiry = policy.compute(settings, data, now)
-    interval = interval_for(settings, window_of(settings, expiry.lifetime))
+    window = window_of(settings, expiry.lifetime)
+    interval = interval_for(settings, window)
     slides = (expiry.expire_date - row.expire_date).total_seconds() >= interval
-    seen = seen_due(session, now, expiry.lifetime)
+    if session._seen is LATER and slides_uncapped(expiry, row.expire_date, window):
+        seen = slides  # no read of "last seen": it follows from the deadline (slides_uncapped)
+    else:
+        seen = seen_due(session, now, expiry.lifetime)
     return (expiry, slides, seen) if slides or seen else None
 
 
@@ -99,6 +127,7 @@ def touch(session: Session) -> str | None:
     if outcome:
         if session._seen is not None:
             session._seen = now
+            store.note_seen(session._row.key, now)
         if slides:
             session._touched(expiry)
             return TOUCHED

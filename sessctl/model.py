@@ -47,7 +47,7 @@ class Row:
     key: str
     session_data: str
     expire_date: datetime
-    last_seen: datetime | None = None  # of the session's user, from the user index (load_row only)
+    last_seen: datetime | None = None  # of the session's user, from the user index (load_row, where seen_on_load)
 
     def expired(self, now: datetime) -> bool:
         # Live means expire_date > now (Django's load); anything else is expired.

@@ -50,7 +50,7 @@ class Session(MutableMapping):
         self.expiry: policy.Expiry | None = None  # set by save()
         # Users: the user of the stored row, its "last seen" in the user index, the client (devices on).
         self._row_user: str | None = None
-        self._seen: datetime | None = None
+        self._seen: Any = None  # a datetime, None (no index row) or activity.LATER (not read yet)
         self.device_source: Any = None  # set by the adapter: () -> sessctl.devices.Device
         self.login_result: Any = None  # set by login()
         # login() with max_sessions_per_user saves at once: that row's key until its cookie is sent.
@@ -105,8 +105,11 @@ class Session(MutableMapping):
                 data = None  # tampered, or signed with a key we no longer hold: never trusted
             if data is not None:
                 self._row = row
-                self._row_user = self._users[key] = user_of(data, store.settings.user_key)
-                self._seen = row.last_seen
+                user = self._row_user = self._users[key] = user_of(data, store.settings.user_key)
+                seen = row.last_seen
+                if seen is None and user is not None and not store.seen_on_load and store.user_index_ready():
+                    seen = activity.LATER  # read from the index only if the touch needs it
+                self._seen = seen
                 if data.pop(RESEND_KEY, None) is not None:
                     # The command line changed this session's lifetime: re-send the cookie.
                     self.modified = True
@@ -389,6 +392,8 @@ class Session(MutableMapping):
         self._over = False
         self._data = data
         self._row_user, self._seen = user, (now if side is not None else None)
+        if user is not None and side is not None:
+            store.note_seen(key, now)
         self._users[key] = user
         self._key = key
         self._fresh_key = False
@@ -472,6 +477,8 @@ class Session(MutableMapping):
             self._row_user = self._users[row.key] = user
             if side is not None:
                 self._seen = now if self._row_user is not None else None
+                if self._row_user is not None:
+                    store.note_seen(row.key, now)
             return row.key
         # Lost the race: re-apply this request's changes under the row's lock (with the user
         # index row in the same transaction), so the retry cannot lose again however many
@@ -490,6 +497,8 @@ class Session(MutableMapping):
             merged["side"] = side = activity.user_change(self, theirs_user, merged["data"], now, exp.lifetime)
             return codec.encode(merged["data"]), exp.expire_date, store._side_steps(row.key, side)
 
+        if self._seen is activity.LATER:  # read "last seen" now, not inside the row's lock
+            self._seen = store.last_seen_of(row.key)
         done = store.rewrite_row(row.key, rewrite, now)
         if done is None:
             self._row = None
@@ -501,6 +510,8 @@ class Session(MutableMapping):
         self._row_user = self._users[row.key] = user_of(merged["data"], store.settings.user_key)
         if merged["side"] is not None:
             self._seen = now if self._row_user is not None else None
+            if self._row_user is not None:
+                store.note_seen(row.key, now)
         return row.key
 
 

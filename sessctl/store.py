@@ -219,7 +219,7 @@ class SessionStore(StoreReads, UserRows):
         fast = self._fast
         now = self.now() if now is None else now
         bound = fast.bind(now)
-        if self.user_index_ready():  # with the user's "last seen": one LEFT JOIN on the index's key
+        if self.seen_on_load and self.user_index_ready():  # with "last seen": one LEFT JOIN on the index's key
             found = fast.run(self._side.load, (key, bound), fetch=True)
             if found is None:
                 return None

@@ -10,10 +10,14 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 from datetime import datetime
+from functools import cached_property
 from typing import Any
 
 from . import users as _users
 from .userindex import SideRow, SideSQL, create_statements, run_txn, side_name
+
+
+SEEN_MEMO_SIZE = 10_000  # sessions whose "last seen" a process remembers (SQLite's runtime)
 
 
 class UserRows:
@@ -26,8 +30,57 @@ class UserRows:
         side = self.__dict__.get("_side_sql")
         if side is None:
             side = self.__dict__["_side_sql"] = SideSQL(self.engine.dialect, self.settings.table)
-            self._fast.reads.add(side.load)  # a read: no SQLite writer bookkeeping
+            self._fast.reads.update((side.load, side.seen_of))  # reads: no SQLite writer bookkeeping
         return side
+
+    @cached_property
+    def seen_on_load(self) -> bool:
+        """Whether :meth:`load_row` reads "last seen" with the row (a LEFT JOIN on the index).
+
+        On PostgreSQL and MariaDB/MySQL the join costs the server a few microseconds of a
+        round trip that dominates; a separate lookup would cost a round trip. On SQLite the
+        join is a second b-tree search and a date parse on every load, which the touch does
+        not need for a sliding deadline (:func:`sessctl.activity.due`): there the runtime
+        reads "last seen" with :meth:`last_seen_of`, only when it must.
+        """
+        return self.dialect != "sqlite"
+
+    def last_seen_of(self, key: str, after: datetime | None = None) -> datetime | None:
+        """The user index's "last seen" of session ``key`` (None: no index row).
+
+        With ``after``: a moment this process saw or wrote for the key, if later than
+        ``after``, instead of a read. "Last seen" only moves forward, so it is a lower
+        bound that already answers the touch's question (:func:`sessctl.activity.seen_due`).
+        """
+        memo = self._seen_memo
+        if after is not None:
+            known = memo.get(key)
+            if known is not None and known > after:
+                return known
+        if not self.user_index_ready():
+            return None
+        fast = self._fast
+        found = fast.run(self._side.seen_of, (key,), fetch=True)
+        if found is None:
+            return None
+        seen = fast.result(found[0])
+        self.note_seen(key, seen)
+        return seen
+
+    @cached_property
+    def _seen_memo(self) -> dict[str, datetime]:
+        return {}
+
+    def note_seen(self, key: str, moment: datetime) -> None:
+        """Remember that ``key``'s "last seen" is at least ``moment`` (see :meth:`last_seen_of`)."""
+        if self.seen_on_load:
+            return
+        memo = self._seen_memo
+        if len(memo) >= SEEN_MEMO_SIZE:
+            memo.clear()  # bounded; forgetting only costs a read
+        known = memo.get(key)
+        if known is None or moment > known:
+            memo[key] = moment
 
     def user_index_ready(self) -> bool:
         """True if this table has its user index (``<table>_user``) beside it."""

@@ -128,7 +128,7 @@ class SideRow:
 class SideSQL:
     """The runtime's statements on the side table, as driver strings (like :class:`FastPath`'s)."""
 
-    __slots__ = ("load", "insert", "delete", "seen", "seen_device", "touch", "seen_if_live")
+    __slots__ = ("load", "seen_of", "insert", "delete", "seen", "seen_device", "touch", "seen_if_live")
 
     def __init__(self, dialect: Any, table: str) -> None:
         q = dialect.identifier_preparer.quote_identifier
@@ -139,6 +139,7 @@ class SideSQL:
             f"SELECT s.{data}, s.{exp}, u.{q('last_seen')} FROM {t} s LEFT JOIN {u} u ON u.{key} = s.{key} "
             f"WHERE s.{key} = {p} AND s.{exp} > {p}"
         )
+        self.seen_of = f"SELECT {q('last_seen')} FROM {u} WHERE {key} = {p}"
         self.insert = (
             f"INSERT INTO {u} ({key}, {q('user_id')}, {q('created_at')}, {q('last_seen')}, {q('ip')}, "
             f"{q('user_agent')}) VALUES ({p}, {p}, {p}, {p}, {p}, {p})"

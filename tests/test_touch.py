@@ -10,6 +10,7 @@ browser's copy slides too. Server time is the store's injected clock.
 from __future__ import annotations
 
 import contextlib
+import random
 import re
 import threading
 from datetime import timedelta
@@ -208,3 +209,83 @@ def test_touch_interval_setting(app, log, store):
     clock.advance(1)
     assert browser.get("/read").cookie() is not None
     assert writes(log) == 1
+
+
+# -- "last seen" under any mix of reads and saves -------------------------------------------------
+
+
+def v_save(session, environ):
+    session["n"] = session.get("n", 0) + 1
+
+
+def v_login_default(session, environ):
+    session.login("alice")
+
+
+def v_login_week(session, environ):
+    session.login("alice")
+    session.set_life(7 * 86400)  # a fixed deadline: "last seen" is all a read may move
+
+
+WINDOWS = {"/login-idle": IDLE, "/login-both": IDLE, "/login-week": None, "/login-default": "cookie_age"}
+
+
+def _seen_of(st, key):
+    found = {s.key: s for s in st.user_sessions("alice")}
+    return found[key].last_seen if key in found else None
+
+
+def _side_writes(log, table: str) -> int:
+    pattern = re.compile(rf'^\s*(UPDATE|INSERT|DELETE)\s+(INTO\s+)?[`"]?{re.escape(table)}_user[`"]?\s', re.I)
+    return sum(1 for s in log.statements if pattern.match(s))
+
+
+@pytest.mark.parametrize("workers", [1, 2], ids=["one-worker", "two-workers"])
+@pytest.mark.parametrize("login", sorted(WINDOWS))
+def test_last_seen_keeps_up_with_reads_and_saves(app, log, store, login, workers):
+    """Saves a little less than an interval apart, then reads, then a random mix: after every
+    request the user's "last seen" is at most two intervals behind it (one, were there only
+    reads), and read-only requests write the index at most once an interval. With two workers
+    (two stores, as two processes have) the requests alternate between them."""
+    clock = Clock()
+    routes = {"/save": v_save, "/login-default": v_login_default, "/login-week": v_login_week}
+    server, browser, st = app(routes, clock=clock)
+    assert browser.get(login).status == 200
+    key = browser.cookie_value()
+    servers = [server] + [app(routes, clock=clock)[0] for _ in range(workers - 1)]
+    window = WINDOWS[login]
+    interval = st.touch_interval_for(st.settings.cookie_age if window == "cookie_age" else window)
+    rng = random.Random(7)
+    steps = [("/save", 0.9)] * 10 + [("/read", 0.3)] * 30 + [
+        (rng.choice(["/read", "/save"]), rng.choice([0.1, 0.5, 0.9, 1.1])) for _ in range(40)]
+    read_writes = []
+    for i, (path, share) in enumerate(steps):
+        clock.advance(round(share * interval))
+        before = _side_writes(log, store.settings.table)
+        r = raw_get(servers[i % workers], path, cookie=f"sessionid={key}")
+        if r.status != 200 or st.load_row(key) is None:
+            assert login == "/login-both"  # its 2-hour deadline passed
+            break
+        if path == "/read" and _side_writes(log, store.settings.table) > before:
+            read_writes.append(clock.now)
+        seen = _seen_of(st, key)
+        assert seen is not None and (clock.now - seen).total_seconds() <= 2 * interval, (path, clock.now, seen)
+    assert read_writes, "reads never moved last seen"
+    assert all((b - a).total_seconds() >= interval for a, b in zip(read_writes, read_writes[1:]))
+
+
+def test_last_seen_moves_after_the_settings_shorten_the_lifetime(app, log, store):
+    """A row whose deadline lies further than the lifetime now gives (cookie_age was cut) still
+    gets its "last seen" moved by reads, once an interval."""
+    clock = Clock()
+    _, browser, _ = app({"/login-default": v_login_default}, clock=clock)
+    browser.get("/login-default")
+    key = browser.cookie_value()
+    server, _, st = app(clock=clock, cookie_age=86400)
+    interval = st.touch_interval_for(86400)
+    seen_before = _seen_of(st, key)
+    for _ in range(18):
+        clock.advance(600)
+        assert raw_get(server, "/read", cookie=f"sessionid={key}").json()["user"] == "alice"
+        assert (clock.now - _seen_of(st, key)).total_seconds() <= interval
+    assert _seen_of(st, key) > seen_before
