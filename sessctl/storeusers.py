@@ -11,10 +11,12 @@ from __future__ import annotations
 from collections.abc import Iterable
 from datetime import datetime
 from functools import cached_property
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from . import users as _users
-from .userindex import SideRow, SideSQL, create_statements, run_txn, side_name
+from .userindex import SideRow, SideSQL, create_statements, index_ready, run_txn, side_name
+
+if TYPE_CHECKING:
+    from . import users as _users
 
 
 SEEN_MEMO_SIZE = 10_000  # sessions whose "last seen" a process remembers (SQLite's runtime)
@@ -84,7 +86,7 @@ class UserRows:
 
     def user_index_ready(self) -> bool:
         """True if this table has its user index (``<table>_user``) beside it."""
-        return _users.index_ready(self)
+        return index_ready(self)
 
     def _create_user_index(self, conn: Any) -> None:
         quote = self.engine.dialect.identifier_preparer.quote_identifier
@@ -181,6 +183,8 @@ class UserRows:
 
     def user_sessions(self, user_id: Any) -> _users.Found:
         """The live sessions of ``user_id``, most recently active first (``.method``: "index" or "scan")."""
+        from . import users as _users  # the user API's own module: not loaded by commands that need none
+
         return _users.sessions_of(self, str(user_id))
 
     def end_user_sessions(self, user_id: Any, *, keep: str | Iterable[str] = (), dry_run: bool = False) -> _users.Found:
@@ -189,15 +193,21 @@ class UserRows:
         A session ended this way is never re-created by a request of it in flight:
         its saves and touches are compare-and-swaps on a row that is gone.
         """
+        from . import users as _users
+
         return _users.end_sessions_of(self, str(user_id), keep=keep, dry_run=dry_run)
 
     def users(self, *, limit: int | None = None) -> _users.Found:
         """Users with live sessions, most sessions first, with their last activity."""
+        from . import users as _users
+
         return _users.users(self, limit=limit)
 
     def end_sessions(self, keys: Iterable[str]) -> int:
         """Delete these sessions (and their index rows) at once; how many sessions were deleted."""
         keys = list(dict.fromkeys(keys))
+        from . import users as _users
+
         return _users._delete_keys(self, keys, keys)
 
     def device_of(self, key: str) -> dict[str, Any] | None:

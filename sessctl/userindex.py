@@ -76,6 +76,26 @@ def side_table(table: str) -> Table:
     )
 
 
+def index_ready(store: Any) -> bool:
+    """True if the user index exists (checked once, again after a minute while missing)."""
+    known = store.__dict__.get("_user_index")
+    now = time.monotonic()
+    if known is not None and (known[0] or now - known[1] < RECHECK_SECONDS):
+        return known[0]
+    p = "?" if store.engine.dialect.paramstyle == "qmark" else "%s"
+    dialect = store.dialect
+    if dialect == "sqlite":
+        sql = f"SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = {p}"
+    elif dialect == "postgresql":
+        sql = f"SELECT 1 FROM pg_catalog.pg_tables WHERE schemaname = ANY(current_schemas(false)) AND tablename = {p}"
+    else:
+        sql = f"SELECT 1 FROM information_schema.tables WHERE table_schema = DATABASE() AND table_name = {p}"
+    with store.connect() as conn:
+        found = conn.exec_driver_sql(sql, (side_name(store.settings.table),)).first() is not None
+    store.__dict__["_user_index"] = (found, now)
+    return found
+
+
 def create_statements(dialect: str, table: str, quote) -> list[str]:
     side = quote(side_name(table))
     ts = {"postgresql": "timestamp with time zone", "mysql": "datetime(6)", "mariadb": "datetime(6)"}.get(

@@ -21,8 +21,8 @@ from datetime import datetime, timezone
 from typing import Any
 
 from . import codec as codecs
-from . import users as _users
 from .errors import ConfigError
+from . import userindex
 from .userindex import run_txn, user_of
 from .users import _exact, _fetch, _names, _p, _text, index_ready, sweep
 
@@ -62,7 +62,7 @@ def rebuild(store: Any, *, on_wait: Callable[[float], None] | None = None) -> Re
         first = _pass(store)
         # Also when the index was there: it may be younger than an app's last look (a rebuild
         # stopped during its wait), and a second pass of a complete index changes nothing.
-        wait = _users.RECHECK_SECONDS + 1.0
+        wait = userindex.RECHECK_SECONDS + 1.0
         if on_wait is not None:
             on_wait(wait)
         time.sleep(wait)

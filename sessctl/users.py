@@ -18,7 +18,7 @@ from datetime import datetime
 from typing import Any
 
 from . import codec as codecs
-from .userindex import RECHECK_SECONDS, side_name, user_of
+from .userindex import index_ready, side_name, user_of
 
 CHUNK = 500  # keys per IN (...) list
 
@@ -89,25 +89,6 @@ class Found(list):
 
 
 # -- which way ----------------------------------------------------------------------
-
-
-def index_ready(store: Any) -> bool:
-    """True if the user index exists (checked once, again after a minute while missing)."""
-    known = store.__dict__.get("_user_index")
-    now = time.monotonic()
-    if known is not None and (known[0] or now - known[1] < RECHECK_SECONDS):
-        return known[0]
-    p = _p(store)
-    dialect = store.dialect
-    if dialect == "sqlite":
-        sql = f"SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = {p}"
-    elif dialect == "postgresql":
-        sql = f"SELECT 1 FROM pg_catalog.pg_tables WHERE schemaname = ANY(current_schemas(false)) AND tablename = {p}"
-    else:
-        sql = f"SELECT 1 FROM information_schema.tables WHERE table_schema = DATABASE() AND table_name = {p}"
-    found = bool(_fetch(store, sql, (side_name(store.settings.table),)))
-    store.__dict__["_user_index"] = (found, now)
-    return found
 
 
 def use_index(store: Any) -> bool:

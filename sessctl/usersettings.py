@@ -26,12 +26,13 @@ def check(s: Any) -> None:
         proxies = tuple(p.strip() for p in proxies.split(",") if p.strip())
     if not isinstance(proxies, (tuple, list)) or not all(isinstance(p, str) for p in proxies):
         raise ConfigError("trusted_proxies must be a list of IP addresses or networks")
-    from .devices import parse_networks
+    if proxies:
+        from .devices import parse_networks
 
-    try:
-        parse_networks(proxies)
-    except ValueError as exc:
-        raise ConfigError(str(exc)) from None
+        try:
+            parse_networks(proxies)
+        except ValueError as exc:
+            raise ConfigError(str(exc)) from None
     object.__setattr__(s, "trusted_proxies", tuple(proxies))
     m = s.max_sessions_per_user
     if m is not None and (isinstance(m, bool) or not isinstance(m, int) or m < 1):

@@ -41,3 +41,11 @@ def test_purge_loads_purge_but_not_the_runtime(store, settings):
     loaded = _modules(settings, "purge", "--expired", "--json")
     assert "sessctl.purge" in loaded
     assert loaded & {"sessctl.fastpath", "sessctl.session", "sessctl.middleware", "rich"} == set()
+
+
+def test_a_command_loads_its_own_module_and_not_the_user_api(store, settings):
+    fill(store, expired=3, live=3)
+    loaded = _modules(settings, "stats", "--json")
+    assert "sessctl.reports" in loaded  # it did run
+    assert {m for m in loaded if m.startswith("sessctl.cli.commands.")} == {"sessctl.cli.commands.stats"}
+    assert loaded & {"sessctl.users", "sessctl.devices", "click.shell_completion"} == set()

@@ -115,10 +115,10 @@ def test_rebuild_index_builds_and_repairs_it_from_the_sessions(django, run_ok, r
     it with the same results as the scan, and a second run repairs rows that went wrong."""
     from sqlalchemy import text
 
-    import sessctl.users
+    import sessctl.userindex
     from sessctl.userindex import side_name
 
-    monkeypatch.setattr(sessctl.users, "RECHECK_SECONDS", 0.0)  # no running app to wait for
+    monkeypatch.setattr(sessctl.userindex, "RECHECK_SECONDS", 0.0)  # no running app to wait for
 
     k1, k2, kb = login(django, 7), login(django, 7), login(django, 8)
     anonymous = django("django_peer.py", "create", "--data", '{"cart": 3}')["key"]
@@ -158,12 +158,12 @@ def test_rebuild_index_waits_for_running_apps_and_indexes_their_logins(settings,
     """An app that looked for the index just before it was created writes no index row until it
     looks again: the rebuild waits that long and indexes the logins it saved meanwhile, so
     'log bob out everywhere' misses none of them."""
-    import sessctl.users
+    import sessctl.userindex
     from sessctl.session import Session
     from sessctl.userindex import side_name
     from sessctl.userrebuild import rebuild
 
-    monkeypatch.setattr(sessctl.users, "RECHECK_SECONDS", 2.0)
+    monkeypatch.setattr(sessctl.userindex, "RECHECK_SECONDS", 2.0)
     admin = SessionStore(settings)
     admin.create_table()
     with admin.engine.begin() as conn:  # a table made before the index existed
@@ -192,11 +192,11 @@ def test_rebuild_index_waits_for_running_apps_and_indexes_their_logins(settings,
 
 
 def test_rebuild_refuses_a_django_served_table_and_a_second_rebuild_at_once(settings, monkeypatch):
-    import sessctl.users
+    import sessctl.userindex
     from sessctl.errors import ConfigError
     from sessctl.userrebuild import rebuild
 
-    monkeypatch.setattr(sessctl.users, "RECHECK_SECONDS", 0.0)
+    monkeypatch.setattr(sessctl.userindex, "RECHECK_SECONDS", 0.0)
     django_store = SessionStore(settings.replace(app="django"))
     with pytest.raises(ConfigError, match="served by Django"):
         rebuild(django_store)  # the library refuses too, not only the command

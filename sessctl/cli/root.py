@@ -3,17 +3,53 @@
 from __future__ import annotations
 
 import errno
+import importlib
 
 import click
 
 from sessctl import __version__
 
 from .app import App, fail, one_line
-from .commands import completion, delete, init, life, purge, show, stats
-from .commands import demo as demo_command
-from .commands import list as list_command
-from .commands import users as users_command
 from .types import FileName, FiniteSeconds, TableName
+
+# The commands, in the order --help lists them: name -> (module of sessctl.cli.commands, attribute).
+COMMANDS = {
+    "init": ("init", "init"),
+    "list": ("list", "list_"),
+    "show": ("show", "show"),
+    "decode": ("show", "decode"),
+    "set-life": ("life", "set_life"),
+    "till-browser-close": ("life", "till_browser_close"),
+    "reset-life": ("life", "reset_life"),
+    "delete": ("delete", "delete"),
+    "purge": ("purge", "purge"),
+    "stats": ("stats", "stats"),
+    "users": ("users", "users"),
+    "demo": ("demo", "demo"),
+    "completion": ("completion", "completion"),
+}
+
+
+class _Commands(dict):
+    """The group's commands, each module imported when its command is first looked up:
+    `sessctl stats` loads the stats command alone (--help and completion load them all)."""
+
+    def __getitem__(self, name: str) -> click.Command:
+        command = super().__getitem__(name)
+        if command is None:
+            module, attribute = COMMANDS[name]
+            command = getattr(importlib.import_module(f"{__package__}.commands.{module}"), attribute)
+            self[name] = command
+        return command
+
+    def get(self, name, default=None):
+        return self[name] if name in self else default
+
+    def values(self):
+        return [self[name] for name in self]
+
+    def items(self):
+        return [(name, self[name]) for name in self]
 
 
 class SessctlGroup(click.Group):
@@ -169,19 +205,4 @@ def cli(ctx, db, table, secret_key_file, config, time_zone, django_settings, app
                   time_zone=time_zone, django_settings=django_settings, app=app_name, timeout=timeout)
 
 
-for command in (
-    init.init,
-    list_command.list_,
-    show.show,
-    show.decode,
-    life.set_life,
-    life.till_browser_close,
-    life.reset_life,
-    delete.delete,
-    purge.purge,
-    stats.stats,
-    users_command.users,
-    demo_command.demo,
-    completion.completion,
-):
-    cli.add_command(command)
+cli.commands = _Commands(dict.fromkeys(COMMANDS))
