@@ -72,26 +72,11 @@ def seen_due(session: Session, now: datetime, lifetime: policy.Lifetime) -> bool
     return (now - seen).total_seconds() >= interval
 
 
-def slides_uncapped(expiry: policy.Expiry, row_expire_date: datetime, window: float | None) -> bool:
-    """Whether a save now would move the deadline to ``now + window``, and the row's lies no further.
+def due(session: Session) -> tuple[policy.Expiry, bool, bool, float] | None:
+    """(expiry now, the deadline slides, "last seen" is stale, the interval) when a touch is due, else None.
 
-    Then "last seen" follows from the row: every write that moves a user's deadline
-    to ``t + window`` records "last seen" within an interval of ``t`` (a touch sets
-    both; a save reads "last seen" and refreshes it when stale). So while the
-    deadline has not slid by an interval, "last seen" is not an interval stale
-    either beyond the slack of one interval, and once it has, the touch writes
-    both. Not so for a fixed deadline, one capped by it, or a row whose deadline
-    lies further than the lifetime gives now (the settings changed, or the
-    command line set it): there "last seen" is read.
-    """
-    if window is None or row_expire_date > expiry.expire_date:
-        return False
-    lifetime = expiry.lifetime
-    return lifetime.kind != policy.ABSOLUTE or lifetime.deadline is None or expiry.expire_date < lifetime.deadline
-
-
-def due(session: Session) -> tuple[policy.Expiry, bool, bool] | None:
-    """(expiry now, the deadline slides, "last seen" is stale) when a touch is due, else None. No query."""
+    No query, except on SQLite for a user's session whose "last seen" this process has not
+    seen or written within the interval (:meth:`~sessctl.storeusers.UserRows.last_seen_of`)."""
     store = session._store
     settings = store.settings
     row, data = session._row, session._data
@@ -99,14 +84,10 @@ def due(session: Session) -> tuple[policy.Expiry, bool, bool] | None:
         return None
     now = store.now()
     expiry = policy.compute(settings, data, now)
-    window = window_of(settings, expiry.lifetime)
-    interval = interval_for(settings, window)
+    interval = interval_for(settings, window_of(settings, expiry.lifetime))
     slides = (expiry.expire_date - row.expire_date).total_seconds() >= interval
-    if session._seen is LATER and slides_uncapped(expiry, row.expire_date, window):
-        seen = slides  # no read of "last seen": it follows from the deadline (slides_uncapped)
-    else:
-        seen = seen_due(session, now, expiry.lifetime)
-    return (expiry, slides, seen) if slides or seen else None
+    seen = seen_due(session, now, expiry.lifetime)
+    return (expiry, slides, seen, interval) if slides or seen else None
 
 
 def touch(session: Session) -> str | None:
@@ -114,12 +95,12 @@ def touch(session: Session) -> str | None:
     found = due(session)
     if found is None:
         return None
-    expiry, slides, seen = found
+    expiry, slides, seen, interval = found
     store = session._store
     now = store.now()
     outcome = store.touch_row(
         session._row, expiry.expire_date if slides else None, now, seen=session._seen is not None,
-        device=session.device(),
+        device=session.device(), interval=interval,
     )
     if outcome is None:
         session._forget()

@@ -227,7 +227,7 @@ class Session(MutableMapping):
         return activity.touch(self)
 
     def touch_due(self) -> bool:
-        """Whether :meth:`touch` would write (computed, no query)."""
+        """Whether :meth:`touch` would write (no write; on SQLite it may read the index's "last seen")."""
         return activity.due(self) is not None
 
     @property

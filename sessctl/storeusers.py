@@ -13,6 +13,7 @@ from datetime import datetime
 from functools import cached_property
 from typing import TYPE_CHECKING, Any
 
+from .policy import _add as policy_add
 from .userindex import SideRow, SideSQL, create_statements, index_ready, run_txn, side_name
 
 if TYPE_CHECKING:
@@ -41,9 +42,9 @@ class UserRows:
 
         On PostgreSQL and MariaDB/MySQL the join costs the server a few microseconds of a
         round trip that dominates; a separate lookup would cost a round trip. On SQLite the
-        join is a second b-tree search and a date parse on every load, which the touch does
-        not need for a sliding deadline (:func:`sessctl.activity.due`): there the runtime
-        reads "last seen" with :meth:`last_seen_of`, only when it must.
+        join is a second b-tree search and a date parse on every load; there the touch asks
+        :meth:`last_seen_of` instead, which reads the index once per session and interval
+        at most, and not while this process knows "last seen" is recent.
         """
         return self.dialect != "sqlite"
 
@@ -51,8 +52,10 @@ class UserRows:
         """The user index's "last seen" of session ``key`` (None: no index row).
 
         With ``after``: a moment this process saw or wrote for the key, if later than
-        ``after``, instead of a read. "Last seen" only moves forward, so it is a lower
-        bound that already answers the touch's question (:func:`sessctl.activity.seen_due`).
+        ``after``, instead of a read. "Last seen" only moves forward (the index rebuild
+        aside, which may set it back: then the touch is late by an interval at most), so
+        it is a lower bound that already answers the touch's question
+        (:func:`sessctl.activity.seen_due`).
         """
         memo = self._seen_memo
         if after is not None:
@@ -151,20 +154,27 @@ class UserRows:
         counts = run_txn(fast, [main, (self._side.delete, (key,), False)])
         return counts is not None and counts[0] == 1
 
-    def touch_row(self, row: Any, expire_date: datetime | None, now: datetime, *, seen: bool, device: Any) -> bool | None:
+    def touch_row(self, row: Any, expire_date: datetime | None, now: datetime, *, seen: bool, device: Any,
+                  interval: float = 0.0) -> bool | None:
         """The activity touch: move ``expire_date`` forward (and "last seen"); never the data, never a dead row.
 
-        True if it wrote, False if another writer got there first (the session
-        lives on), None if the session is gone (deleted or expired meanwhile).
+        Each by ``interval`` seconds at least, checked in the statement: of requests that loaded
+        the row at once, one writes. True if it wrote, False if another writer got there first
+        (the session lives on), None if the session is gone (deleted or expired meanwhile).
         """
         fast, sql = self._fast, self._side
         steps = []
         if expire_date is not None:
-            bound = fast.bind(expire_date)
-            steps.append((sql.touch, (bound, row.key, row.session_data, bound, fast.bind(now)), True))
+            steps.append((sql.touch, (fast.bind(expire_date), row.key, row.session_data,
+                                      fast.bind(policy_add(expire_date, -interval)), fast.bind(now)), True))
         if seen and self.user_index_ready():
             if expire_date is None:  # only "last seen": of a live session, checked in the same statement
-                steps.append((sql.seen_if_live, (fast.bind(now), row.key, row.key, fast.bind(now)), False))
+                b_now, before = fast.bind(now), fast.bind(policy_add(now, -interval))
+                if device is None:
+                    steps.append((sql.seen_if_live, (b_now, row.key, before, row.key, b_now), True))
+                else:
+                    steps.append((sql.seen_device_if_live,
+                                  (b_now, device.ip, device.user_agent, row.key, before, row.key, b_now), True))
             else:
                 steps.append(self._seen_step(row.key, now, device))
         if not steps:

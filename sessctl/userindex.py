@@ -148,7 +148,8 @@ class SideRow:
 class SideSQL:
     """The runtime's statements on the side table, as driver strings (like :class:`FastPath`'s)."""
 
-    __slots__ = ("load", "seen_of", "insert", "delete", "seen", "seen_device", "touch", "seen_if_live")
+    __slots__ = ("load", "seen_of", "insert", "delete", "seen", "seen_device", "touch", "seen_if_live",
+                 "seen_device_if_live")
 
     def __init__(self, dialect: Any, table: str) -> None:
         q = dialect.identifier_preparer.quote_identifier
@@ -167,11 +168,14 @@ class SideSQL:
         self.delete = f"DELETE FROM {u} WHERE {key} = {p}"
         self.seen = f"UPDATE {u} SET {q('last_seen')} = {p} WHERE {key} = {p}"
         self.seen_device = f"UPDATE {u} SET {q('last_seen')} = {p}, {q('ip')} = {p}, {q('user_agent')} = {p} WHERE {key} = {p}"
-        # The touch: moves expire_date forward only, on the very data it loaded, of a live row.
-        self.touch = f"UPDATE {t} SET {exp} = {p} WHERE {key} = {p} AND {data} = {p} AND {exp} < {p} AND {exp} > {p}"
-        self.seen_if_live = (
-            f"UPDATE {u} SET {q('last_seen')} = {p} WHERE {key} = {p} "
-            f"AND EXISTS (SELECT 1 FROM {t} s WHERE s.{key} = {p} AND s.{exp} > {p})"
+        # The touch: moves expire_date forward by an interval at least, on the very data it loaded,
+        # of a live row (a request that loaded the row with others at once finds it moved: no write).
+        self.touch = f"UPDATE {t} SET {exp} = {p} WHERE {key} = {p} AND {data} = {p} AND {exp} <= {p} AND {exp} > {p}"
+        # "Last seen" alone (a fixed deadline): of a live session, an interval old at least.
+        live = f"AND {q('last_seen')} <= {p} AND EXISTS (SELECT 1 FROM {t} s WHERE s.{key} = {p} AND s.{exp} > {p})"
+        self.seen_if_live = f"UPDATE {u} SET {q('last_seen')} = {p} WHERE {key} = {p} {live}"
+        self.seen_device_if_live = (
+            f"UPDATE {u} SET {q('last_seen')} = {p}, {q('ip')} = {p}, {q('user_agent')} = {p} WHERE {key} = {p} {live}"
         )
 
 
