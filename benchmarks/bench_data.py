@@ -61,8 +61,11 @@ def build_sqlite_template(ds: DataSet, path: Path, table: str) -> None:
 
 
 def copy_sqlite(template: Path, dest: Path) -> None:
+    """A copy of the file, on disk before it is used: otherwise the first fsync of a trial (a purge's
+    first checkpoint; not a raw DELETE's commit, which syncs only its log) writes the whole copy."""
     remove_sqlite(dest)
     shutil.copyfile(template, dest)
+    os.sync()
 
 
 def build_server_template(backend: str, url: str, ds: DataSet, tpl: str) -> None:

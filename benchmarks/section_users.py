@@ -18,7 +18,6 @@ measures, in-process:
 
 from __future__ import annotations
 
-import os
 import random
 import sqlite3
 import time
@@ -249,7 +248,6 @@ def run(ctx) -> None:
             order = (("plain", plain), ("indexed", indexed))
             for name, path in (order if round_ % 2 == 0 else order[::-1]):
                 copy_sqlite(pristine[name], path)
-                os.sync()  # the copy's pages reach the disk now, not in the purge's first fsync
                 st = _store(path)
                 s0 = time.perf_counter()
                 result = st.purge_expired()

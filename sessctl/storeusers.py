@@ -55,37 +55,46 @@ class UserRows:
         ``after``, instead of a read. "Last seen" only moves forward (the index rebuild
         aside, which may set it back: then the touch is late by an interval at most), so
         it is a lower bound that already answers the touch's question
-        (:func:`sessctl.activity.seen_due`).
+        (:func:`sessctl.activity.seen_due`). Likewise "no index row" (a session Django
+        wrote, or one from before the index), found later than ``after``.
         """
         memo = self._seen_memo
         if after is not None:
             known = memo.get(key)
-            if known is not None and known > after:
-                return known
+            if known is not None:
+                if type(known) is tuple:  # (when this process found no index row,)
+                    if known[0] > after:
+                        return None
+                elif known > after:
+                    return known
         if not self.user_index_ready():
             return None
         fast = self._fast
         found = fast.run(self._side.seen_of, (key,), fetch=True)
         if found is None:
+            self._memo_put(key, (self.now(),))
             return None
         seen = fast.result(found[0])
         self.note_seen(key, seen)
         return seen
 
     @cached_property
-    def _seen_memo(self) -> dict[str, datetime]:
+    def _seen_memo(self) -> dict[str, datetime | tuple[datetime]]:
         return {}
 
     def note_seen(self, key: str, moment: datetime) -> None:
         """Remember that ``key``'s "last seen" is at least ``moment`` (see :meth:`last_seen_of`)."""
         if self.seen_on_load:
             return
+        known = self._seen_memo.get(key)
+        if known is None or type(known) is tuple or moment > known:
+            self._memo_put(key, moment)
+
+    def _memo_put(self, key: str, value: datetime | tuple[datetime]) -> None:
         memo = self._seen_memo
         if len(memo) >= SEEN_MEMO_SIZE:
             memo.clear()  # bounded; forgetting only costs a read
-        known = memo.get(key)
-        if known is None or moment > known:
-            memo[key] = moment
+        memo[key] = value
 
     def user_index_ready(self) -> bool:
         """True if this table has its user index (``<table>_user``) beside it."""

@@ -49,3 +49,14 @@ def test_a_command_loads_its_own_module_and_not_the_user_api(store, settings):
     assert "sessctl.reports" in loaded  # it did run
     assert {m for m in loaded if m.startswith("sessctl.cli.commands.")} == {"sessctl.cli.commands.stats"}
     assert loaded & {"sessctl.users", "sessctl.devices", "click.shell_completion"} == set()
+
+
+def test_the_lazy_command_table_is_a_mapping_of_commands():
+    """Tools that copy a click group's commands see every command, loaded, in --help's order."""
+    import click
+
+    from sessctl.cli import cli
+
+    for copy in (dict(cli.commands), {**cli.commands}, cli.commands.copy(), dict(cli.commands.items())):
+        assert list(copy) == list(cli.list_commands(None)) and len(copy) == 13
+        assert all(isinstance(c, click.Command) and c.name == name for name, c in copy.items())

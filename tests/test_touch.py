@@ -369,3 +369,21 @@ def test_a_touch_of_last_seen_alone_records_the_device_and_sees_a_deleted_sessio
     assert st.get_row(key) is None and st.user_sessions("alice") == []
     after = raw_get(server, "/read", cookie=f"sessionid={key}")
     assert after.json()["user"] is None and cookie_attrs(after.cookie())[2]["max-age"] == "0"
+
+
+def test_a_users_session_without_an_index_row_costs_no_read_per_request(app, log, store):
+    """A logged-in session Django wrote (no index row beside it): its requests within an interval
+    look for "last seen" once at most, not on every request."""
+    from sessctl.model import new_key
+
+    clock = Clock()
+    server, _, st = app(clock=clock, touch_interval=60)
+    key = new_key()
+    assert st.insert_row(key, st.codec.encode({"_auth_user_id": "7"}), clock.now + timedelta(seconds=st.settings.cookie_age))
+    log.clear()
+    for _ in range(10):
+        clock.advance(5)
+        assert raw_get(server, "/read", cookie=f"sessionid={key}").json()["user"] == "7"
+    looks = [s for s in log.statements if re.match(r'\s*SELECT\s+[`"]?last_seen\b', s, re.I)]  # beside the loads
+    assert len(looks) <= 1, looks
+    assert writes(log) == 0

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import errno
 import importlib
+from collections.abc import MutableMapping
 
 import click
 
@@ -30,26 +31,35 @@ COMMANDS = {
 }
 
 
-class _Commands(dict):
+class _Commands(MutableMapping):
     """The group's commands, each module imported when its command is first looked up:
     `sessctl stats` loads the stats command alone (--help and completion load them all)."""
 
+    def __init__(self) -> None:
+        self._loaded: dict[str, click.Command | None] = dict.fromkeys(COMMANDS)
+
     def __getitem__(self, name: str) -> click.Command:
-        command = super().__getitem__(name)
+        command = self._loaded[name]
         if command is None:
             module, attribute = COMMANDS[name]
-            command = getattr(importlib.import_module(f"{__package__}.commands.{module}"), attribute)
-            self[name] = command
+            command = self._loaded[name] = getattr(
+                importlib.import_module(f"{__package__}.commands.{module}"), attribute)
         return command
 
-    def get(self, name, default=None):
-        return self[name] if name in self else default
+    def __setitem__(self, name: str, command: click.Command) -> None:
+        self._loaded[name] = command
 
-    def values(self):
-        return [self[name] for name in self]
+    def __delitem__(self, name: str) -> None:
+        del self._loaded[name]
 
-    def items(self):
-        return [(name, self[name]) for name in self]
+    def __iter__(self):
+        return iter(self._loaded)
+
+    def __len__(self) -> int:
+        return len(self._loaded)
+
+    def copy(self) -> dict[str, click.Command]:
+        return dict(self.items())
 
 
 class SessctlGroup(click.Group):
@@ -205,4 +215,4 @@ def cli(ctx, db, table, secret_key_file, config, time_zone, django_settings, app
                   time_zone=time_zone, django_settings=django_settings, app=app_name, timeout=timeout)
 
 
-cli.commands = _Commands(dict.fromkeys(COMMANDS))
+cli.commands = _Commands()
