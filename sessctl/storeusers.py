@@ -224,9 +224,9 @@ class UserRows:
 
     def end_sessions(self, keys: Iterable[str]) -> int:
         """Delete these sessions (and their index rows) at once; how many sessions were deleted."""
-        keys = list(dict.fromkeys(keys))
         from . import users as _users
 
+        keys = list(dict.fromkeys(keys))
         return _users._delete_keys(self, keys, keys)
 
     def device_of(self, key: str) -> dict[str, Any] | None:

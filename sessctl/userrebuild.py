@@ -21,8 +21,8 @@ from datetime import datetime, timezone
 from typing import Any
 
 from . import codec as codecs
-from .errors import ConfigError
 from . import userindex
+from .errors import ConfigError
 from .userindex import run_txn, user_of
 from .users import _exact, _fetch, _names, _p, _text, index_ready, sweep
 
