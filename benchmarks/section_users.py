@@ -112,8 +112,8 @@ def _without_index(path) -> None:
 
     conn = sqlite3.connect(path, isolation_level=None)
     conn.execute(f'DROP TABLE "{side_name(TABLE)}"')
-    conn.execute("VACUUM")
     conn.close()
+    _vacuum(path)
 
 
 def _vacuum(path) -> None:
