@@ -24,8 +24,7 @@ import json
 import time
 import zlib
 from collections.abc import Iterable, Mapping
-from dataclasses import dataclass
-from typing import Any
+from typing import Any, NamedTuple
 
 from .errors import BadSignature, CodecError, PayloadTooLarge, SessionTooLarge
 
@@ -238,8 +237,7 @@ def from_settings(settings: Any) -> Codec | None:
     return Codec(settings.secret_key, settings.secret_key_fallbacks)
 
 
-@dataclass(frozen=True, slots=True)
-class Inspection:
+class Inspection(NamedTuple):
     """What :func:`inspect` read from a stored value, for a person to look at."""
 
     data: dict[str, Any] | None  # None when it cannot be read (or is withheld: see ``error``)

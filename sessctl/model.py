@@ -14,9 +14,9 @@ from __future__ import annotations
 import hashlib
 import secrets
 import string
-from dataclasses import dataclass
 from datetime import datetime, timezone
 from functools import lru_cache
+from typing import NamedTuple
 
 from sqlalchemy import Column, MetaData, String, Table, Text
 from sqlalchemy.types import TypeDecorator, UserDefinedType
@@ -42,8 +42,7 @@ def valid_key(key: object) -> bool:
     return isinstance(key, str) and 8 <= len(key) <= 40 and key.isascii() and key.isalnum() and key.islower()
 
 
-@dataclass(frozen=True, slots=True)
-class Row:
+class Row(NamedTuple):
     key: str
     session_data: str
     expire_date: datetime

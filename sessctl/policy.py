@@ -23,9 +23,8 @@ command line both call it; nothing else computes expiry.
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
 from datetime import datetime, timedelta, timezone
-from typing import Any, Protocol
+from typing import Any, NamedTuple, Protocol
 
 from .tz import EARLIEST, LATEST, Zone, shift
 from .tz import zone as tz_zone
@@ -92,8 +91,7 @@ def as_utc(moment: datetime) -> datetime:
     return shift(moment, UTC)
 
 
-@dataclass(frozen=True, slots=True)
-class Lifetime:
+class Lifetime(NamedTuple):
     """A session's own lifetime, as read from its data."""
 
     kind: str
@@ -254,8 +252,7 @@ def _add(moment: datetime, seconds: float) -> datetime:
         return LATEST if seconds > 0 else EARLIEST
 
 
-@dataclass(frozen=True, slots=True)
-class Expiry:
+class Expiry(NamedTuple):
     """What a save writes: the row's ``expire_date``, and the cookie's lifetime.
 
     ``max_age`` None means a browser-session cookie (no Max-Age, no Expires).

@@ -33,9 +33,8 @@ from __future__ import annotations
 
 import hashlib
 import time
-from dataclasses import dataclass
 from functools import lru_cache
-from typing import Any
+from typing import Any, NamedTuple
 
 from sqlalchemy import Column, MetaData, String, Table
 
@@ -136,8 +135,7 @@ def user_of(data: Any, user_key: str) -> str | None:
     return None
 
 
-@dataclass(frozen=True, slots=True)
-class SideRow:
+class SideRow(NamedTuple):
     user_id: str
     created_at: Any
     last_seen: Any
