@@ -155,11 +155,7 @@ def live_data(store: Any, now: datetime, *, sample: int | None = None) -> list[s
 
 def oldest_expired_age(store: Any, now: datetime) -> float:
     """Seconds since the oldest expired row expired (0 when none): the purge backlog's age."""
-    from sqlalchemy import func, select
-
-    exp = store.table.c.expire_date
-    with store.connect() as conn:  # the expire_date index answers it at once
-        oldest = conn.execute(select(func.min(exp)).where(exp < now)).scalar()
+    oldest = store.oldest_expired(now)
     return 0.0 if oldest is None else max(0.0, round((now - oldest).total_seconds(), 3))
 
 

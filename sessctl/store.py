@@ -159,10 +159,15 @@ class SessionStore(StoreReads, UserRows):
     # -- schema -----------------------------------------------------------
 
     def has_table(self) -> bool:
-        from sqlalchemy import inspect
-
         with self.connect() as conn:
             try:
+                if self.dialect == "sqlite":  # as the inspector asks (PRAGMA table_info), without building one
+                    return conn.exec_driver_sql(
+                        "SELECT 1 FROM sqlite_master WHERE type IN ('table', 'view') AND name = ? COLLATE NOCASE",
+                        (self.settings.table,),
+                    ).first() is not None
+                from sqlalchemy import inspect
+
                 return inspect(conn).has_table(self.settings.table)
             except sa_exc.DBAPIError as exc:
                 raise self._translate(exc) from exc

@@ -9,11 +9,10 @@ from __future__ import annotations
 
 from collections.abc import Iterator, Sequence
 from datetime import datetime, timedelta
-from typing import Any
 
 from sqlalchemy import func, or_, select
 
-from .model import Row, new_key
+from .model import Row, new_key, read_datetime
 
 
 class StoreReads:
@@ -114,17 +113,33 @@ class StoreReads:
         table that is several times faster than one pass over every row.
         """
         now = self.now() if now is None else now
-        t = self.table
-        exp = t.c.expire_date
         edges = [now] + [now + timedelta(seconds=b) for b in bounds]
-
-        def count(*where: Any) -> Any:
-            return select(func.count()).select_from(t).where(*where).scalar_subquery()
-
-        parts = [count()] + [count(exp > lo, exp <= hi) for lo, hi in zip(edges, edges[1:])] + [count(exp > edges[-1])]
+        t, exp, p = self._driver_names()
+        # Driver SQL, not a select(): compiling nine subqueries was a tenth of a command's own time.
+        parts = [f"(SELECT COUNT(*) FROM {t})"]
+        parts += [f"(SELECT COUNT(*) FROM {t} WHERE {exp} > {p} AND {exp} <= {p})"] * len(bounds)
+        parts.append(f"(SELECT COUNT(*) FROM {t} WHERE {exp} > {p})")
+        bind = self.zone.bind
+        params = [bind(lo, self.dialect) for pair in zip(edges, edges[1:]) for lo in pair]
+        params.append(bind(edges[-1], self.dialect))
         with self.connect() as conn:
-            row = conn.execute(select(*parts)).one()
+            row = conn.exec_driver_sql("SELECT " + ", ".join(parts), tuple(params)).one()
         return int(row[0]), [int(v) for v in row[1:]]
+
+    def oldest_expired(self, now: datetime | None = None) -> datetime | None:
+        """The earliest ``expire_date`` before ``now`` (the expire_date index answers at once)."""
+        now = self.now() if now is None else now
+        t, exp, p = self._driver_names()
+        with self.connect() as conn:
+            value = conn.exec_driver_sql(f"SELECT MIN({exp}) FROM {t} WHERE {exp} < {p}",
+                                         (self.zone.bind(now, self.dialect),)).scalar()
+        return None if value is None else read_datetime(value, self.settings.time_zone, self.dialect)
+
+    def _driver_names(self) -> tuple[str, str, str]:
+        """The quoted table and ``expire_date``, and the driver's placeholder, for driver SQL."""
+        dialect = self.engine.dialect
+        q = dialect.identifier_preparer.quote_identifier
+        return q(self.settings.table), q("expire_date"), "?" if dialect.paramstyle == "qmark" else "%s"
 
     def count_expired(self, cutoff: datetime | None = None) -> int:
         cutoff = self.now() if cutoff is None else cutoff

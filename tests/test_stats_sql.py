@@ -34,6 +34,25 @@ def test_expiry_counts_partition_the_live_rows_at_their_edges(store, settings):
                             "expiring_1h": 2, "expiring_1d": 4, "expiring_7d": 4}
 
 
+
+@pytest.mark.backends
+@pytest.mark.parametrize("zone", [None, "America/New_York", "Asia/Tokyo"])
+def test_counts_and_the_oldest_expired_row_are_exact_in_every_zone(settings, zone):
+    """The counts and the oldest expired deadline are driver SQL: each bound and result goes
+    through the zone's conversion as a typed statement would (naive wall time under USE_TZ = False)."""
+    zoned = SessionStore(settings.replace(time_zone=zone))
+    zoned.create_table()
+    try:
+        oldest = T - timedelta(hours=6, microseconds=250)
+        for moment in (oldest, T - timedelta(seconds=1), T, T + timedelta(hours=1), T + timedelta(hours=1, microseconds=1)):
+            put(zoned, moment)
+        assert zoned.expiry_counts(T, (3600,)) == (5, [1, 1])
+        assert zoned.oldest_expired(T) == oldest
+        assert zoned.oldest_expired(oldest) is None
+        assert zoned.expiry_counts(oldest, ()) == (5, [4])
+    finally:
+        zoned.close()
+
 def test_sampled_stats_have_the_exact_histogram_and_windows(tmp_path):
     url = f"sqlite:///{tmp_path / 's.db'}"
     store = SessionStore(Settings(database_url=url, secret_key="k"))
