@@ -13,7 +13,6 @@ from sqlalchemy import create_engine, event
 from sqlalchemy import exc as sa_exc
 from sqlalchemy.engine import Engine, make_url
 
-from . import pgtypes
 from .errors import Conflict, ConfigError, DatabaseUnavailable, StoreError, TableMissing
 from .redact import redact_url, scrub, url_secrets
 
@@ -97,6 +96,7 @@ def make_engine(url: str, *, timeout: float | None = None) -> Engine:
     lifecycle.install(engine, backend, timeout)
     _checked_connect(engine, url, backend)
     if backend == "postgresql":
+        from . import pgtypes
 
         @event.listens_for(engine, "connect")
         def _pg_ranges(dbapi_conn, _record):  # pragma: no branch
