@@ -53,7 +53,10 @@ class Row:
 
     ``kind`` says how ours compares to the baseline: "ratio" (ours / baseline,
     higher is better), "inverse" (lower is better, ratio still ours / baseline),
-    "delta" (ours - baseline, in the unit), or "info" (no comparison).
+    "delta" (ours - baseline, in the unit), or "info" (no comparison). A delta measured in
+    interleaved rounds gives ``paired``: the median of the per-round differences, which the
+    ratio column shows (on a machine whose speed swings from one run to the next, a median of
+    differences is steadier than a difference of medians).
     """
 
     section: str
@@ -67,13 +70,14 @@ class Row:
     met: bool | None = None
     note: str = ""
     extra: dict[str, Any] = field(default_factory=dict)
+    paired: float | None = None
 
     @property
     def ratio(self) -> float | None:
         if self.kind == "info" or self.ours is None or self.baseline in (None, 0):
             return None
         if self.kind == "delta":
-            return self.ours - self.baseline
+            return self.ours - self.baseline if self.paired is None else self.paired
         return self.ours / self.baseline
 
     def to_json(self) -> dict[str, Any]:
