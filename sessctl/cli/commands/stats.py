@@ -7,15 +7,15 @@ import click
 from ..types import json_option, pass_app
 
 
-STATS_SAMPLE = 20_000  # live sessions above which kinds and histogram come from a sample
+STATS_SAMPLE = 20_000  # live sessions above which the lifetime kinds come from a sample
 
 
 @click.command()
 @click.option(
     "--exact",
     is_flag=True,
-    help=f"Read every live session for the kind counts and histogram (default: above {STATS_SAMPLE:,} "
-    "live sessions they are estimated from a random sample).",
+    help=f"Read every live session for the lifetime kinds (default: above {STATS_SAMPLE:,} live "
+    "sessions they are estimated from a random sample; counts and histogram are always exact).",
 )
 @json_option
 @click.option(
@@ -42,8 +42,9 @@ def stats(app, exact, as_json, fmt, output):
     Lifetime kinds are counted over active sessions, read without verifying
     signatures (no secret key needed); absolute_with_idle counts the
     deadlines that also carry an idle limit. Human output adds an expiry
-    histogram. Above 20,000 live sessions the kinds and histogram are
-    estimated from a random sample ("sampled" in JSON) unless --exact.
+    histogram. Above 20,000 live sessions the kinds are estimated from a
+    random sample ("sampled" in JSON) unless --exact; the counts, windows
+    and histogram are exact range counts.
     --format openmetrics adds the age of the oldest expired row and, when a
     purge by this user's sessctl is known, its last run.
 
