@@ -51,7 +51,7 @@ _TABLE_RE = re.compile(r"^[A-Za-z_][A-Za-z0-9_]{0,62}$")
 _SAMESITE = {"lax": "Lax", "strict": "Strict", "none": "None"}
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, repr=False)  # its own __repr__ below hides the secrets
 class Settings:
     """Everything the runtime and the command line need to know.
 
