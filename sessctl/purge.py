@@ -351,7 +351,7 @@ def _rowids(store: Any, cutoff: datetime, maintenance: bool = False) -> Walker:
 
     wal = PurgeConnection(store, maintenance)
     try:
-        top = wal.conn.execute(text(f"SELECT max(rowid) FROM {name}")).scalar() or 0
+        top = wal.guarded(lambda: wal.conn.execute(text(f"SELECT max(rowid) FROM {name}")).scalar()) or 0
         wal.conn.commit()
     except BaseException:
         wal.close()

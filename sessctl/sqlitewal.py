@@ -194,7 +194,7 @@ class PurgeConnection:
     def __init__(self, store: Any, maintenance: bool) -> None:
         self.store = store
         self.maintenance = maintenance
-        self.conn = self._guard(store.engine.connect)
+        self.conn = self.guarded(store.engine.connect)
         self.path = sqlite_path(store.settings.database_url)
         self.signals = PurgeSignals(self.path) if self.path is not None else None
         self._shm: int | None = None
@@ -212,7 +212,8 @@ class PurgeConnection:
         self.bound_frames = max(1, bound // page)
         self.since = 0
 
-    def _guard(self, fn: Callable[[], Any]) -> Any:
+    def guarded(self, fn: Callable[[], Any]) -> Any:
+        """``fn()``, with a driver error turned into the store's one-line error."""
         try:
             return fn()
         except sa_exc.DBAPIError as exc:
@@ -267,7 +268,7 @@ class PurgeConnection:
         """The most the next batch may wait for the write lock: what is left of --max-seconds."""
         ms = max(1, int(min(seconds * 1000, self.store_busy_ms)))
         if ms != self.busy_ms:
-            self._guard(lambda: self.conn.exec_driver_sql(f"PRAGMA busy_timeout = {ms}"))
+            self.guarded(lambda: self.conn.exec_driver_sql(f"PRAGMA busy_timeout = {ms}"))
             self.conn.commit()
             self.busy_ms = ms
 
@@ -276,7 +277,7 @@ class PurgeConnection:
         self.since += 1
         frames = self.frames()
         if (frames is not None and frames >= self.bound_frames) or (frames is None and self.since >= 8):
-            if self._guard(self.checkpoint):
+            if self.guarded(self.checkpoint):
                 self.since = 0
             elif frames is not None and frames >= PINNED_FACTOR * self.bound_frames:
                 why = self._wait_for_readers(frames)
@@ -296,7 +297,7 @@ class PurgeConnection:
             until = min(until, deadline)
         while time.monotonic() < until:
             time.sleep(0.1)
-            if self._guard(self.checkpoint):
+            if self.guarded(self.checkpoint):
                 self.since = 0
                 return None
         if deadline is not None and time.monotonic() >= deadline:

@@ -161,11 +161,9 @@ class SessionStore(StoreReads, UserRows):
     def has_table(self) -> bool:
         with self.connect() as conn:
             try:
-                if self.dialect == "sqlite":  # as the inspector asks (PRAGMA table_info), without building one
-                    return conn.exec_driver_sql(
-                        "SELECT 1 FROM sqlite_master WHERE type IN ('table', 'view') AND name = ? COLLATE NOCASE",
-                        (self.settings.table,),
-                    ).first() is not None
+                if self.dialect == "sqlite":  # what the inspector asks, without building one: a table
+                    quote = self.engine.dialect.identifier_preparer.quote_identifier  # or view it can read
+                    return conn.exec_driver_sql(f"PRAGMA main.table_info({quote(self.settings.table)})").first() is not None
                 from sqlalchemy import inspect
 
                 return inspect(conn).has_table(self.settings.table)

@@ -100,6 +100,23 @@ def test_missing_table_in_an_existing_sqlite_file(tmp_path):
     fails(r, "table 'django_session' does not exist", "sessctl init")
 
 
+
+@pytest.mark.parametrize("args", [["init"], ["stats"], ["list"], ["purge", "--expired"], ["users"]], ids=" ".join)
+def test_a_session_table_sqlite_cannot_read_is_missing_to_every_command(tmp_path, args):
+    """A view of that name over a dropped table: every command, init included, says the table is
+    not there (as SQLite's own table_info does), never a raw error from a later statement."""
+    import sqlite3
+
+    path = tmp_path / "broken.db"
+    with sqlite3.connect(path) as conn:
+        conn.execute("CREATE TABLE real_t (session_key varchar(40) NOT NULL PRIMARY KEY, "
+                     "session_data text NOT NULL, expire_date datetime NOT NULL)")
+        conn.execute("CREATE VIEW django_session AS SELECT * FROM real_t")
+        conn.execute("DROP TABLE real_t")
+    conn.close()
+    r = CliRunner().invoke(cli, ["--db", f"sqlite:///{path}", *args])
+    fails(r, "table 'django_session' does not exist", "sessctl init")
+
 # -- keys -------------------------------------------------------------------------
 
 
