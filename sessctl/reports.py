@@ -156,7 +156,11 @@ def live_data(store: Any, now: datetime, *, sample: int | None = None) -> list[s
 def oldest_expired_age(store: Any, now: datetime) -> float:
     """Seconds since the oldest expired row expired (0 when none): the purge backlog's age."""
     oldest = store.oldest_expired(now)
-    return 0.0 if oldest is None else max(0.0, round((now - oldest).total_seconds(), 3))
+    if oldest is None:
+        return 0.0
+    # Elapsed time, in UTC: two wall times of one zone would subtract as wall clocks (an hour
+    # off across a DST change), and PostgreSQL hands back instants where the others give wall times.
+    return max(0.0, round((shift(now, timezone.utc) - shift(oldest, timezone.utc)).total_seconds(), 3))
 
 
 def stats(store: Any, *, sample: int | None = None, django: bool = False) -> dict[str, Any]:

@@ -53,6 +53,25 @@ def test_counts_and_the_oldest_expired_row_are_exact_in_every_zone(settings, zon
     finally:
         zoned.close()
 
+
+@pytest.mark.backends
+def test_the_oldest_expired_age_is_elapsed_time_across_a_dst_change(settings):
+    """Under USE_TZ = False in New York, a row that expired at noon the day before DST began
+    is 23 hours old at noon the next day, on every backend."""
+    from datetime import datetime, timezone
+
+    from sessctl.reports import oldest_expired_age
+
+    zoned = SessionStore(settings.replace(time_zone="America/New_York"))
+    zoned.create_table()
+    try:
+        noon_before = datetime(2024, 3, 9, 17, 0, tzinfo=timezone.utc)  # 12:00 EST
+        put(zoned, noon_before)
+        now = zoned.zone.now(datetime(2024, 3, 10, 16, 0, tzinfo=timezone.utc), zoned.dialect)  # 12:00 EDT
+        assert oldest_expired_age(zoned, now) == 23 * 3600
+    finally:
+        zoned.close()
+
 def test_sampled_stats_have_the_exact_histogram_and_windows(tmp_path):
     url = f"sqlite:///{tmp_path / 's.db'}"
     store = SessionStore(Settings(database_url=url, secret_key="k"))
