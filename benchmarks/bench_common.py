@@ -74,10 +74,12 @@ class Row:
 
     @property
     def ratio(self) -> float | None:
+        if self.kind == "delta" and self.paired is not None:
+            return self.paired
         if self.kind == "info" or self.ours is None or self.baseline in (None, 0):
             return None
         if self.kind == "delta":
-            return self.ours - self.baseline if self.paired is None else self.paired
+            return self.ours - self.baseline
         return self.ours / self.baseline
 
     def to_json(self) -> dict[str, Any]:
@@ -491,8 +493,11 @@ def _kill_group(pid: int) -> None:
 
     try:
         os.killpg(pid, signal.SIGKILL)  # the group of our own child (launcher and command)
-    except ProcessLookupError:
-        pass
+    except OSError:  # gone already; or not ours to kill: then the plain kill below
+        try:
+            os.kill(pid, signal.SIGKILL)
+        except OSError:
+            pass
 
 
 def run_child(argv: list[str], *, cwd: Path | str | None = None, env: dict[str, str] | None = None,

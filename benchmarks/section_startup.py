@@ -42,11 +42,27 @@ def run(ctx) -> None:
             usable.pop(name)
     times: dict[str, list[float]] = {n: [] for n in usable}
     rng = random.Random(3)
+    failed = 0
     for _ in range(runs):  # one round runs each command once, in a random order
         order = list(usable)
         rng.shuffle(order)
+        took = {}
         for name in order:
-            times[name].append(run_child(usable[name], cwd=cwd, env=env, timeout=60).wall * 1000)
+            r = run_child(usable[name], cwd=cwd, env=env, timeout=60)
+            if r.returncode != 0:
+                res.note(f"startup: `{' '.join(usable[name][1:])}` exits {r.returncode}: {last_line(r.stderr)}")
+                break
+            took[name] = r.wall * 1000
+        if len(took) < len(order):  # a failed run: the whole round is left out, so rounds stay paired
+            failed += 1
+            continue
+        for name, ms in took.items():
+            times[name].append(ms)
+    if failed:
+        res.note(f"startup: {failed} of {runs} rounds left out, a command failed in them")
+    if not any(times.values()):
+        usable = {}
+        times = {}
     med = {n: median(v) for n, v in times.items()}
     log(f"startup medians (ms): {med}")
 
