@@ -28,7 +28,7 @@ from sqlalchemy.engine import Engine
 from . import lifecycle
 from .db import is_deadlock, sqlite_path
 from .errors import RowTooLarge, StoreError
-from .model import read_datetime
+from .model import placeholder, read_datetime
 from .sqlitewal import AppSignals
 
 UTC = timezone.utc
@@ -74,7 +74,7 @@ class FastPath:
         self.wal = AppSignals(path) if path is not None else None  # see sessctl.sqlitewal
         q = dialect.identifier_preparer.quote_identifier
         t, key, data, exp = q(table), q("session_key"), q("session_data"), q("expire_date")
-        p = "?" if dialect.paramstyle == "qmark" else "%s"
+        p = placeholder(dialect)
         # Keys compare exactly: MariaDB's default collations ignore case and trailing spaces, and
         # CAST(... AS BINARY) still finds the row through the primary key (EXPLAIN: const).
         k = f"CAST({p} AS BINARY)" if dialect.name in ("mysql", "mariadb") else p

@@ -42,6 +42,11 @@ def valid_key(key: object) -> bool:
     return isinstance(key, str) and 8 <= len(key) <= 40 and key.isascii() and key.isalnum() and key.islower()
 
 
+def placeholder(dialect: object) -> str:
+    """The driver's positional placeholder in driver SQL: ``?`` (sqlite3) or ``%s`` (psycopg, PyMySQL)."""
+    return "?" if getattr(dialect, "paramstyle", None) == "qmark" else "%s"
+
+
 class Row(NamedTuple):
     key: str
     session_data: str

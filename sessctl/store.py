@@ -161,9 +161,9 @@ class SessionStore(StoreReads, UserRows):
     def has_table(self) -> bool:
         with self.connect() as conn:
             try:
-                if self.dialect == "sqlite":  # what the inspector asks, without building one: a table
-                    quote = self.engine.dialect.identifier_preparer.quote_identifier  # or view it can read
-                    return conn.exec_driver_sql(f"PRAGMA main.table_info({quote(self.settings.table)})").first() is not None
+                if self.dialect == "sqlite":  # the inspector's question (a table or view it can read), without one
+                    name = self.engine.dialect.identifier_preparer.quote_identifier(self.settings.table)
+                    return conn.exec_driver_sql(f"PRAGMA main.table_info({name})").first() is not None
                 from sqlalchemy import inspect
 
                 return inspect(conn).has_table(self.settings.table)

@@ -12,7 +12,7 @@ from datetime import datetime, timedelta
 
 from sqlalchemy import func, or_, select
 
-from .model import Row, new_key, read_datetime
+from .model import Row, new_key, placeholder, read_datetime
 
 
 class StoreReads:
@@ -139,7 +139,7 @@ class StoreReads:
         """The quoted table and ``expire_date``, and the driver's placeholder, for driver SQL."""
         dialect = self.engine.dialect
         q = dialect.identifier_preparer.quote_identifier
-        return q(self.settings.table), q("expire_date"), "?" if dialect.paramstyle == "qmark" else "%s"
+        return q(self.settings.table), q("expire_date"), placeholder(dialect)
 
     def count_expired(self, cutoff: datetime | None = None) -> int:
         cutoff = self.now() if cutoff is None else cutoff

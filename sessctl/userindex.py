@@ -38,7 +38,7 @@ from typing import Any, NamedTuple
 
 from sqlalchemy import Column, MetaData, String, Table
 
-from .model import UTCDateTime
+from .model import UTCDateTime, placeholder
 
 USER_ID_LENGTH = 150
 RECHECK_SECONDS = 60.0  # a store that found no index looks again after this long
@@ -81,7 +81,7 @@ def index_ready(store: Any) -> bool:
     now = time.monotonic()
     if known is not None and (known[0] or now - known[1] < RECHECK_SECONDS):
         return known[0]
-    p = "?" if store.engine.dialect.paramstyle == "qmark" else "%s"
+    p = placeholder(store.engine.dialect)
     dialect = store.dialect
     if dialect == "sqlite":
         sql = f"SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = {p}"
@@ -151,7 +151,7 @@ class SideSQL:
 
     def __init__(self, dialect: Any, table: str) -> None:
         q = dialect.identifier_preparer.quote_identifier
-        p = "?" if dialect.paramstyle == "qmark" else "%s"
+        p = placeholder(dialect)
         t, u = q(table), q(side_name(table))
         key, data, exp = q("session_key"), q("session_data"), q("expire_date")
         self.load = (

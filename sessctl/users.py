@@ -18,6 +18,7 @@ from datetime import datetime
 from typing import Any
 
 from . import codec as codecs
+from .model import placeholder
 from .userindex import index_ready, side_name, user_of
 
 CHUNK = 500  # keys per IN (...) list
@@ -108,7 +109,7 @@ def _names(store: Any) -> dict[str, str]:
 
 
 def _p(store: Any) -> str:
-    return "?" if store.engine.dialect.paramstyle == "qmark" else "%s"
+    return placeholder(store.engine.dialect)
 
 
 def _exact(store: Any, column: str) -> str:
