@@ -61,7 +61,6 @@ def run(ctx) -> None:
     if failed:
         res.note(f"startup: {failed} of {runs} rounds left out, a command failed in them")
     if not any(times.values()):
-        usable = {}
         times = {}
     med = {n: median(v) for n, v in times.items()}
     log(f"startup medians (ms): {med}")
@@ -69,7 +68,8 @@ def run(ctx) -> None:
     def paired(name: str, base: str) -> float:
         return median([a - b for a, b in zip(times[name], times[base])])
 
-    note = f"median of {runs}; over: median of the {runs} interleaved rounds' differences"
+    rounds = len(next(iter(times.values()), []))
+    note = f"median of {rounds}; over: median of the {rounds} interleaved rounds' differences"
     for name, base, label, base_label, limit in (
         ("help", "python", "`sessctl --help`", "python -c pass", 60),
         ("stats", "python", "`sessctl stats` (small SQLite db)", "python -c pass", 250),
