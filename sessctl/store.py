@@ -163,7 +163,8 @@ class SessionStore(StoreReads, UserRows):
             try:
                 if self.dialect == "sqlite":  # the inspector's question (a table or view it can read), without one
                     name = self.engine.dialect.identifier_preparer.quote_identifier(self.settings.table)
-                    return conn.exec_driver_sql(f"PRAGMA main.table_info({name})").first() is not None
+                    return any(conn.exec_driver_sql(f"PRAGMA {schema}.table_info({name})").first() is not None
+                               for schema in ("main", "temp"))
                 from sqlalchemy import inspect
 
                 return inspect(conn).has_table(self.settings.table)
