@@ -150,13 +150,13 @@ def make_trial_table(backend: str, url: str, tpl: str, table: str) -> None:
                 cur.execute(f"ANALYZE TABLE `{table}`")
                 cur.fetchall()
             conn.commit()
-            took, state = settle_innodb(conn)
+            took, state = settle_innodb(conn, reconnect=lambda: raw_connect(backend, url))
             log(f"  InnoDB settled in {took:.1f} s: {state}")
     finally:
         conn.close()
 
 
-def settle_innodb(conn: Any, limit: float = 120.0) -> tuple[float, dict[str, int]]:
+def settle_innodb(conn: Any, limit: float = 120.0, reconnect: Any = None) -> tuple[float, dict[str, int]]:
     """Write back InnoDB's dirty pages and let its checkpoint catch up before a trial; the seconds
     it took and the server's state at the end.
 
@@ -165,21 +165,26 @@ def settle_innodb(conn: Any, limit: float = 120.0) -> tuple[float, dict[str, int
     next trial's deletes then push the checkpoint age to where InnoDB flushes in a hurry, which
     stalled the app's commits at random (p99 100-300 ms in some rounds, 6-8 ms in others). So,
     as each SQLite copy is synced to disk: ``innodb_max_dirty_pages_pct`` is 0 until the pages
-    are written back (needs SUPER; without it, only the undo history is waited for), then restored.
+    are written back (needs SUPER; without it, only the undo history is waited for). Both it and
+    ``_lwm`` (which the server lowers with it) are restored, on a new connection (``reconnect``)
+    if this one died; a 0 found at the start is what a killed run left, and restores to 90.
     """
     import time
 
     start = time.monotonic()
     status: dict[str, int] = {}
     with conn.cursor() as cur:
-        cur.execute("SELECT @@GLOBAL.innodb_max_dirty_pages_pct")
-        (saved,) = cur.fetchone()
+        cur.execute("SELECT @@GLOBAL.innodb_max_dirty_pages_pct, @@GLOBAL.innodb_max_dirty_pages_pct_lwm")
+        saved_max, saved_lwm = (float(v) for v in cur.fetchone())
+        if saved_max == 0:  # left by a run that was killed before it restored it (the default is 90)
+            saved_max = 90.0
         try:
-            cur.execute("SET GLOBAL innodb_max_dirty_pages_pct = 0")
-            forced = True
-        except Exception:  # no SUPER: the history wait alone
-            forced = False
-        try:
+            try:
+                cur.execute("SET GLOBAL innodb_max_dirty_pages_pct = 0")
+            except Exception:  # no SUPER: the history wait alone
+                pass
+            cur.execute("SELECT @@GLOBAL.innodb_max_dirty_pages_pct")
+            forced = float(cur.fetchone()[0]) == 0
             while time.monotonic() - start < limit:
                 cur.execute("SHOW GLOBAL STATUS WHERE Variable_name IN ('Innodb_buffer_pool_pages_dirty', "
                             "'Innodb_history_list_length', 'Innodb_checkpoint_age')")
@@ -190,8 +195,21 @@ def settle_innodb(conn: Any, limit: float = 120.0) -> tuple[float, dict[str, int
                     break
                 time.sleep(0.1)
         finally:
-            if forced:
-                cur.execute(f"SET GLOBAL innodb_max_dirty_pages_pct = {float(saved)}")
+            restore = (f"SET GLOBAL innodb_max_dirty_pages_pct = {saved_max}",
+                       f"SET GLOBAL innodb_max_dirty_pages_pct_lwm = {saved_lwm}")
+            try:
+                for sql in restore:
+                    cur.execute(sql)
+            except Exception:
+                if reconnect is None:
+                    raise
+                other = reconnect()
+                try:
+                    with other.cursor() as again:
+                        for sql in restore:
+                            again.execute(sql)
+                finally:
+                    other.close()
     status["forced"] = int(forced)
     return time.monotonic() - start, status
 
