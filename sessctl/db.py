@@ -190,6 +190,12 @@ def translate(exc: sa_exc.DBAPIError, dialect: str, url: str, table: str) -> Sto
     sqlstate = getattr(orig, "sqlstate", None)
     if "no such table" in low or sqlstate == "42P01" or code == 1146:
         return table_missing(table, url)
+    if dialect == "sqlite" and "because it is a view" in low:
+        return StoreError(f"{table!r} is a view, which sessctl reads but cannot write ({msg}); "
+                          "point --table at the session table itself")
+    if dialect == "sqlite" and "no such column: rowid" in low:
+        return StoreError(f"the table {table!r} is a WITHOUT ROWID table, which purge cannot walk ({msg}); "
+                          "Django's session table has a rowid: create it with `sessctl init`")
     if "no such column" in low or sqlstate == "42703" or code == 1054:
         return StoreError(f"the table {table!r} lacks a column of Django's session table ({msg}); "
                           "check --table, or create it with `sessctl init`")
