@@ -242,8 +242,8 @@ def _count(store: Any, stmt: Any, params: dict | None = None, *, counted: bool =
 
 
 def _names(store: Any) -> tuple[str, str]:
-    q = store.engine.dialect.identifier_preparer.quote_identifier
-    return q(store.settings.table), q("expire_date")
+    name, exp, _ = store.sql_names()
+    return name, exp
 
 
 def _typed_cutoff(store: Any) -> Any:

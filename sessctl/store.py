@@ -162,7 +162,7 @@ class SessionStore(StoreReads, UserRows):
         with self.connect() as conn:
             try:
                 if self.dialect == "sqlite":  # the inspector's question (a table or view it can read), without one
-                    name = self.engine.dialect.identifier_preparer.quote_identifier(self.settings.table)
+                    name = self.sql_names()[0]
                     return any(conn.exec_driver_sql(f"PRAGMA {schema}.table_info({name})").first() is not None
                                for schema in ("main", "temp"))
                 from sqlalchemy import inspect

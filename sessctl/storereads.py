@@ -114,7 +114,7 @@ class StoreReads:
         """
         now = self.now() if now is None else now
         edges = [now] + [now + timedelta(seconds=b) for b in bounds]
-        t, exp, p = self._driver_names()
+        t, exp, p = self.sql_names()
         # Driver SQL, not a select(): compiling nine subqueries was a tenth of a command's own time.
         parts = [f"(SELECT COUNT(*) FROM {t})"]
         parts += [f"(SELECT COUNT(*) FROM {t} WHERE {exp} > {p} AND {exp} <= {p})"] * len(bounds)
@@ -129,13 +129,13 @@ class StoreReads:
     def oldest_expired(self, now: datetime | None = None) -> datetime | None:
         """The earliest ``expire_date`` before ``now`` (the expire_date index answers at once)."""
         now = self.now() if now is None else now
-        t, exp, p = self._driver_names()
+        t, exp, p = self.sql_names()
         with self.connect() as conn:
             value = conn.exec_driver_sql(f"SELECT MIN({exp}) FROM {t} WHERE {exp} < {p}",
                                          (self.zone.bind(now, self.dialect),)).scalar()
         return None if value is None else read_datetime(value, self.settings.time_zone, self.dialect)
 
-    def _driver_names(self) -> tuple[str, str, str]:
+    def sql_names(self) -> tuple[str, str, str]:
         """The quoted table and ``expire_date``, and the driver's placeholder, for driver SQL."""
         dialect = self.engine.dialect
         q = dialect.identifier_preparer.quote_identifier
