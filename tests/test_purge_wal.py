@@ -88,6 +88,62 @@ def test_the_log_stays_near_its_bound_during_a_purge(sq, monkeypatch):
     assert max(peak) * page < 16 * (1 << 20), max(peak) * page
 
 
+def test_the_log_is_copied_in_the_background_before_it_starts_over(sq, monkeypatch):
+    """Past COPY_BOUND of uncopied log a copy runs beside the batches: the database file gets the
+    pages while the log keeps growing (it starts over only at WAL_BOUND), and the copy's thread
+    and connection are gone when the purge returns."""
+    store, path = sq
+    monkeypatch.setattr(sqlitewal, "WAL_BOUND", 1 << 40)
+    monkeypatch.setattr(sqlitewal, "COPY_BOUND", 1 << 20)
+    fill(store, expired=30_000, live=100)
+    seen = []
+    result = store.purge_expired(on_batch=lambda _n: seen.append(_wal_state(path)))
+    assert result.complete and result.deleted == 30_000
+    frames = [f for f, _ in seen]
+    assert frames == sorted(frames), "the log started over below its bound"
+    copied = [b for _, b in seen]
+    assert max(copied) > 0, "nothing was copied while the batches ran"
+    # Never more than a bound's worth (plus the batches of one copy) left uncopied.
+    assert max(f - b for f, b in seen) * 4096 < 12 * (1 << 20), seen
+    assert not [t for t in threading.enumerate() if t.name == "sessctl-wal-copy"]
+    assert store.engine.pool.checkedout() == 0
+    assert store.counts()["total"] == 100
+
+
+def test_a_busy_app_keeps_the_logs_file_and_has_nothing_left_to_copy(sq, monkeypatch):
+    """Beside an app that writes, the purge ends with the log started over (nothing for the app's
+    commits to copy) but leaves the file's size for the app's writes to reuse; an idle one gets
+    it truncated (test above)."""
+    store, path = sq
+    monkeypatch.setattr(sqlitewal, "TRUNCATE_BELOW", 1 << 20)
+    live = fill(store, expired=30_000, live=40)
+    app = SessionStore(store.settings)
+    done = threading.Event()
+    ends = []
+
+    def writer():
+        while not done.is_set():
+            for key in live:
+                s = Session(app, key)
+                s["n"] = s.get("n", 0) + 1
+                s.save()
+
+    t = threading.Thread(target=writer)
+    t.start()
+    try:
+        result = store.purge_expired()
+        ends.append((os.path.getsize(f"{path}-wal"), _wal_state(path)))
+    finally:
+        done.set()
+        t.join(60)
+    assert result.complete and result.deleted == 30_000
+    size, (frames, copied) = ends[0]
+    assert size > (1 << 20), "the file was truncated under a busy app"
+    # The log started over: the app's writes since the purge's last checkpoint are all it holds.
+    assert frames < 1_000 and frames - copied < 1_000, ends
+    app.close()
+
+
 def test_app_connections_checkpoint_again_after_the_purge(sq):
     store, path = sq
     live = fill(store, expired=5_000, live=700)
