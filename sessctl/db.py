@@ -6,7 +6,9 @@ Nothing here knows the session table's rows; :mod:`sessctl.store` and
 
 from __future__ import annotations
 
+import contextlib
 import os
+from collections.abc import Callable, Iterator
 from typing import Any
 
 from sqlalchemy import create_engine, event
@@ -263,3 +265,20 @@ def is_deadlock(exc: BaseException | None) -> bool:
         return True
     args = getattr(orig, "args", ())
     return bool(args) and args[0] in (1213, 1205)
+
+
+@contextlib.contextmanager
+def then(restore: Callable[[], Any]) -> Iterator[None]:
+    """Run ``restore()`` (a session setting put back) after the block, whatever happens in it.
+
+    If the block fails, ``restore()`` is still tried, but its own failure never takes the place of
+    the block's: Ctrl-C mid-statement leaves the connection invalid, and the restore's
+    "can't reconnect until invalid transaction is rolled back" would hide the interrupt.
+    """
+    try:
+        yield
+    except BaseException:
+        with contextlib.suppress(Exception):
+            restore()
+        raise
+    restore()

@@ -25,7 +25,7 @@ from sqlalchemy import exc as sa_exc
 from sqlalchemy import text
 
 from . import lifecycle
-from .db import redact_url, sqlite_path
+from .db import redact_url, sqlite_path, then
 from .errors import DatabaseUnavailable, StoreError
 
 WAIT_STEP = 0.2  # seconds between tries of a waiting purge (each try is a short statement)
@@ -74,14 +74,14 @@ class PurgeLock:
             self.verify()
         if self.conn is None:  # SQLite: the lock is a file; statements use the store's engine
             with self.store.engine.connect() as conn:
-                if self.budget is not None:
-                    conn.exec_driver_sql(f"PRAGMA busy_timeout = {max(1, int(self.budget * 1000))}")
-                try:
+                if self.budget is None:
                     yield conn
                     conn.commit()
-                finally:
-                    if self.budget is not None:
-                        conn.exec_driver_sql(f"PRAGMA busy_timeout = {int(self.store.timeout * 1000)}")
+                    return
+                conn.exec_driver_sql(f"PRAGMA busy_timeout = {max(1, int(self.budget * 1000))}")
+                with then(lambda: conn.exec_driver_sql(f"PRAGMA busy_timeout = {int(self.store.timeout * 1000)}")):
+                    yield conn
+                    conn.commit()
             return
         conn = self.conn
         try:

@@ -25,7 +25,7 @@ from typing import Any
 
 from sqlalchemy import text
 
-from .db import sqlite_path
+from .db import sqlite_path, then
 
 STEP_SECONDS = 0.02  # one incremental_vacuum step holds SQLite's write lock about this long
 
@@ -155,14 +155,12 @@ def reclaim(store: Any, max_seconds: float | None = None) -> dict[str, Any]:
             if max_seconds is not None:
                 conn.exec_driver_sql(f"SET statement_timeout = {max(1, int(max_seconds * 1000))}")
             try:
-                conn.exec_driver_sql(f"VACUUM (ANALYZE) {q(store.settings.table)}")
+                with then(lambda: max_seconds is None or conn.exec_driver_sql("RESET statement_timeout")):
+                    conn.exec_driver_sql(f"VACUUM (ANALYZE) {q(store.settings.table)}")
             except Exception as exc:
                 if "statement timeout" not in str(exc).lower():
                     raise
                 return {"done": False, "how": "VACUUM", "why": "stopped by --max-seconds; run it again"}
-            finally:
-                if max_seconds is not None:
-                    conn.exec_driver_sql("RESET statement_timeout")
         after = space(store)
         return {"done": True, "how": "VACUUM", "seconds": round(time.monotonic() - start, 3),
                 "table_bytes_before": before["table_bytes"], "table_bytes_after": after["table_bytes"]}

@@ -47,7 +47,7 @@ from typing import Any
 
 from sqlalchemy import exc as sa_exc
 
-from .db import sqlite_path
+from .db import sqlite_path, then
 
 # Bytes of log not yet copied into the database file before a purge starts copying them (in the
 # background). A bigger stretch checkpoints less often (each checkpoint copies a page once however
@@ -239,6 +239,7 @@ class _Copier:
         self.store = store
         self.path = path
         self.thread: threading.Thread | None = None
+        self.seconds = 1.0  # how long the last copy took (before the first, a cautious guess)
 
     def busy(self) -> bool:
         return self.thread is not None and self.thread.is_alive()
@@ -248,6 +249,7 @@ class _Copier:
         self.thread.start()
 
     def _run(self) -> None:
+        began = time.monotonic()
         try:
             with self.store.engine.connect() as conn:
                 conn.exec_driver_sql("PRAGMA wal_checkpoint(PASSIVE)").fetchall()
@@ -255,6 +257,8 @@ class _Copier:
             _sync(self.path)
         except Exception:  # noqa: BLE001 - see the class's docstring
             pass
+        finally:
+            self.seconds = time.monotonic() - began
 
     def join(self) -> None:
         if self.thread is not None:
@@ -273,6 +277,8 @@ class PurgeConnection:
         self.path = sqlite_path(store.settings.database_url)
         self.signals = PurgeSignals(self.path) if self.path is not None else None
         self._shm: int | None = None
+        self.copier = _Copier(store, self.path)  # before anything can fail: close() joins it
+        self.restart_seconds = 1.0  # how long the last start-over took (before the first, a cautious guess)
         try:
             run = self.conn.exec_driver_sql
             run("PRAGMA wal_autocheckpoint = 0")
@@ -286,7 +292,6 @@ class PurgeConnection:
         bound = MAINTENANCE_WAL_BOUND if maintenance else WAL_BOUND
         self.bound_frames = max(1, bound // page)
         self.copy_frames = max(1, min(COPY_BOUND, bound // 2) // page)
-        self.copier = _Copier(store, self.path)
         self.since = 0
 
     def guarded(self, fn: Callable[[], Any]) -> Any:
@@ -330,25 +335,44 @@ class PurgeConnection:
         snapshot and a RESTART would only keep the app's writers waiting: it is
         not tried (but always at the end, ``final``).
         """
-        run = self.conn.exec_driver_sql
         self.copier.join()  # one checkpoint at a time: a background copy finishes first
-        try:
-            _busy, log, copied = run("PRAGMA wal_checkpoint(PASSIVE)").one()
-            if not final and copied < log:
-                return False
+        began = time.monotonic()
+        done = self._pragmas(lambda run: self._checkpoint(run, final))
+        self.restart_seconds = time.monotonic() - began
+        return done
+
+    def _checkpoint(self, run: Callable[..., Any], final: bool) -> bool:
+        before = self.frames()
+        _busy, log, copied = run("PRAGMA wal_checkpoint(PASSIVE)").one()
+        if not final and copied < log:
+            return False
+        now = self.frames()
+        if now is not None and now[0] > log:  # the app wrote while it copied: copy that too, unblocked
+            run("PRAGMA wal_checkpoint(PASSIVE)").one()
             now = self.frames()
-            if now is not None and now[0] > log:  # the app wrote while it copied: copy that too, unblocked
-                run("PRAGMA wal_checkpoint(PASSIVE)").one()
-            _sync(self.path)
-            run(f"PRAGMA busy_timeout = {RESTART_BUSY_MS}")
-            try:
-                mode = "TRUNCATE" if final and self._wal_bytes() <= TRUNCATE_BELOW else "RESTART"
-                busy, _log, _copied = run(f"PRAGMA wal_checkpoint({mode})").one()
-            finally:
-                run(f"PRAGMA busy_timeout = {int(self.busy_ms)}")
-            return not busy
-        finally:
-            self.conn.commit()
+        if before is None or now is None or now[1] != before[1]:
+            _sync(self.path)  # something was copied since the last sync
+        mode = "TRUNCATE" if final and self._wal_bytes() <= TRUNCATE_BELOW else "RESTART"
+        return not self._briefly(run, f"PRAGMA wal_checkpoint({mode})")[0]
+
+    def _briefly(self, run: Callable[..., Any], checkpoint: str) -> Any:
+        """``checkpoint``'s row, with a busy timeout of RESTART_BUSY_MS while it runs."""
+        run(f"PRAGMA busy_timeout = {RESTART_BUSY_MS}")
+        with then(lambda: run(f"PRAGMA busy_timeout = {int(self.busy_ms)}")):
+            return run(checkpoint).one()
+
+    def _pragmas(self, fn: Callable[[Callable[..., Any]], Any]) -> Any:
+        """``fn(run)`` on the purge's connection, then commit. If it fails (Ctrl-C mid-statement
+        invalidates the connection) the failure propagates as it is: a commit or rollback that
+        fails after it must not take its place."""
+        try:
+            result = fn(self.conn.exec_driver_sql)
+        except BaseException:
+            with contextlib.suppress(Exception):
+                self.conn.rollback()
+            raise
+        self.conn.commit()
+        return result
 
     def _truncate_if_quiet(self) -> None:
         """After the last RESTART: truncate the log's file if nobody wrote since (see the module's docstring)."""
@@ -358,13 +382,7 @@ class PurgeConnection:
         time.sleep(QUIET_SECONDS)
         if before is None or self.frames() != before:
             return  # an app writes: it reuses the file
-        run = self.conn.exec_driver_sql
-        try:
-            run(f"PRAGMA busy_timeout = {RESTART_BUSY_MS}")
-            run("PRAGMA wal_checkpoint(TRUNCATE)").one()
-        finally:
-            run(f"PRAGMA busy_timeout = {int(self.busy_ms)}")
-            self.conn.commit()
+        self._pragmas(lambda run: self._briefly(run, "PRAGMA wal_checkpoint(TRUNCATE)"))
 
     def _wal_bytes(self) -> int:
         try:
@@ -386,14 +404,21 @@ class PurgeConnection:
         self.since += 1
         state = self.frames()
         frames = None if state is None else state[0]
-        if (frames is not None and frames >= self.bound_frames) or (frames is None and self.since >= 8):
+        # Under --max-seconds, a start-over begins only with twice its last duration left, and a copy
+        # (in the background, but the end waits for it) with its last duration left: the final
+        # checkpoint (close) is then all that runs past the deadline.
+        deadline = getattr(self.store, "_purge_deadline", None)
+        left = float("inf") if deadline is None else deadline - time.monotonic()
+        due = (frames is not None and frames >= self.bound_frames) or (frames is None and self.since >= 8)
+        if due and (left > 2 * self.restart_seconds or (frames or 0) >= PINNED_FACTOR * self.bound_frames):
             if self.guarded(self.checkpoint):
                 self.since = 0
             elif frames is not None and frames >= PINNED_FACTOR * self.bound_frames:
                 why = self._wait_for_readers(frames)
                 if why:
                     return why
-        elif state is not None and frames - state[1] >= self.copy_frames and not self.copier.busy():
+        elif (not due and state is not None and frames - state[1] >= self.copy_frames
+              and not self.copier.busy() and left > self.copier.seconds):
             self.copier.start()
         if self.signals is not None and not self.maintenance:
             self.signals.yield_to_writers()

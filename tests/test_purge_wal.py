@@ -287,3 +287,95 @@ def test_max_seconds_bounds_a_batch_waiting_for_the_write_lock(sq):
     assert not result.complete and result.deleted == 0
     assert 1.5 < took < 3.0, took  # the store's own timeout is 5 s
     assert store.purge_expired().deleted == 20_000
+
+
+def _interrupt_at(monkeypatch, fragment: str) -> list:
+    """Ctrl-C as the purge's own connection runs the first statement containing ``fragment``:
+    raised inside SQLAlchemy's execution, which then invalidates the connection, as a real
+    SIGINT arriving mid-statement does."""
+    from sqlalchemy import event
+
+    hit = []
+    init = sqlitewal.PurgeConnection.__init__
+
+    def patched(self, store, maintenance):
+        real_connect = store.engine.connect
+
+        def connect():
+            conn = real_connect()
+
+            @event.listens_for(conn, "before_cursor_execute")
+            def _ctrl_c(_conn, _cur, statement, *_args):
+                if fragment in statement and not hit:
+                    hit.append(statement)
+                    raise KeyboardInterrupt
+
+            return conn
+
+        monkeypatch.setattr(store.engine, "connect", connect)
+        try:
+            init(self, store, maintenance)
+        finally:
+            monkeypatch.setattr(store.engine, "connect", real_connect)
+
+    monkeypatch.setattr(sqlitewal.PurgeConnection, "__init__", patched)
+    return hit
+
+
+@pytest.mark.parametrize("fragment", ["PRAGMA page_size", "wal_checkpoint(PASSIVE)", "wal_checkpoint(TRUNCATE)"])
+def test_ctrl_c_in_the_purges_pragmas_stays_ctrl_c(sq, monkeypatch, fragment):
+    """Setting up, checkpointing, or truncating: the interrupt comes out as itself (the CLI prints
+    "Aborted!"), not as an error about the connection it left invalid, and nothing is lost."""
+    store, path = sq
+    live = fill(store, expired=3_000, live=20)
+    hit = _interrupt_at(monkeypatch, fragment)
+    with pytest.raises(KeyboardInterrupt):
+        store.purge_expired()
+    assert hit
+    assert not [t for t in threading.enumerate() if t.name == "sessctl-wal-copy"]
+    monkeypatch.undo()
+    assert store.purge_expired().complete
+    assert store.counts()["total"] == len(live)
+
+
+def test_ctrl_c_in_a_checkpoint_through_the_cli_says_aborted(tmp_path, monkeypatch):
+    settings, store = sqlite_file_store(tmp_path / "s.db")
+    fill(store, expired=3_000, live=20)
+    hit = _interrupt_at(monkeypatch, "wal_checkpoint(PASSIVE)")
+    r = invoke(settings, "purge", "--expired", code=1)
+    assert hit
+    assert r.output.strip().splitlines()[-1] == "Aborted!", r.output
+    assert "Error" not in r.output and "Traceback" not in r.output
+    store.close()
+
+
+def test_ctrl_c_while_a_budgeted_purge_counts_what_is_left_says_aborted(tmp_path, monkeypatch):
+    """Under --max-seconds the purge lock's statements run with a shortened busy timeout, put
+    back after each: Ctrl-C during one must come out as "Aborted!", not as the put-back's error
+    on the connection the interrupt invalidated."""
+    from sqlalchemy import event
+
+    from sessctl import store as store_module
+
+    settings, store = sqlite_file_store(tmp_path / "s.db")
+    fill(store, expired=30_000, live=20)
+    real_init = store_module.SessionStore.__init__
+    hit = []
+
+    def init(self, *args, **kwargs):
+        real_init(self, *args, **kwargs)
+
+        @event.listens_for(self.engine, "before_cursor_execute")
+        def _ctrl_c(_conn, _cur, statement, *_args):
+            if "count(" in statement and self._pin is not None and not hit:
+                hit.append(statement)
+                raise KeyboardInterrupt
+
+    monkeypatch.setattr(store_module.SessionStore, "__init__", init)
+    r = invoke(settings, "purge", "--expired", "--max-seconds", "0.001", code=1)
+    assert hit
+    assert r.output.strip().splitlines()[-1] == "Aborted!", r.output
+    assert "Error" not in r.output
+    monkeypatch.undo()
+    assert store.counts()["total"] >= 20
+    store.close()

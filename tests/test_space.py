@@ -149,6 +149,36 @@ def test_postgres_reclaim_is_a_plain_vacuum(store, settings, backend):
     assert store.counts()["total"] == 30
 
 
+def test_ctrl_c_during_a_bounded_vacuum_says_aborted(store, settings, backend):
+    """Ctrl-C mid-VACUUM leaves the connection invalid; putting statement_timeout back must not
+    replace the interrupt with an error about that connection."""
+    if backend != "postgres":
+        pytest.skip("PostgreSQL's VACUUM")
+    from sqlalchemy import event
+
+    from sessctl import store as store_module
+
+    fill(store, expired=300, live=3)
+    real_init = store_module.SessionStore.__init__
+
+    def init(self, *args, **kwargs):
+        real_init(self, *args, **kwargs)
+
+        @event.listens_for(self.engine, "before_cursor_execute")
+        def _ctrl_c(_conn, _cur, statement, *_args):
+            if statement.startswith("VACUUM"):
+                raise KeyboardInterrupt
+
+    store_module.SessionStore.__init__ = init
+    try:
+        r = invoke(settings, "purge", "--expired", "--reclaim", "--max-seconds", "30", code=1)
+    finally:
+        store_module.SessionStore.__init__ = real_init
+    assert r.output.strip().splitlines()[-1] == "Aborted!", r.output
+    assert "Error" not in r.output
+    assert store.counts()["total"] == 3
+
+
 def test_mariadb_reclaim_changes_nothing_and_says_why(store, settings, backend):
     if backend != "mysql":
         pytest.skip("MariaDB's InnoDB")
