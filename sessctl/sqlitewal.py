@@ -12,9 +12,10 @@ the purge's own connection has no auto-checkpoint. Instead:
   go on (it copies without blocking anyone; its fsyncs cost as much as the
   batches themselves on a slow disk);
 * every :data:`WAL_BOUND` bytes of log, the log starts over: a PASSIVE that
-  copies the rest, a second one for what the app wrote meanwhile, then a
-  RESTART, which holds the write lock only to copy and sync the last few
-  frames the app wrote;
+  copies the rest, a second one for what the app wrote meanwhile, a sync of
+  the database file by the purge itself (see :func:`_sync`), then a RESTART,
+  which holds the write lock only to copy and sync the last few frames the
+  app wrote;
 * when the purge ends, the same, and the log's file is truncated: at once if
   it is small (:data:`TRUNCATE_BELOW`), else only if nobody writes for
   :data:`QUIET_SECONDS` after the log started over. Truncating holds the write
@@ -342,6 +343,7 @@ class PurgeConnection:
         return done
 
     def _checkpoint(self, run: Callable[..., Any], final: bool) -> bool:
+        """The steps of :meth:`checkpoint`, on ``run`` (the connection's ``exec_driver_sql``)."""
         before = self.frames()
         _busy, log, copied = run("PRAGMA wal_checkpoint(PASSIVE)").one()
         if not final and copied < log:
