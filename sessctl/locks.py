@@ -74,12 +74,11 @@ class PurgeLock:
             self.verify()
         if self.conn is None:  # SQLite: the lock is a file; statements use the store's engine
             with self.store.engine.connect() as conn:
-                if self.budget is None:
-                    yield conn
-                    conn.commit()
-                    return
-                conn.exec_driver_sql(f"PRAGMA busy_timeout = {max(1, int(self.budget * 1000))}")
-                with then(lambda: conn.exec_driver_sql(f"PRAGMA busy_timeout = {int(self.store.timeout * 1000)}")):
+                budget = self.budget
+                if budget is not None:
+                    conn.exec_driver_sql(f"PRAGMA busy_timeout = {max(1, int(budget * 1000))}")
+                with then(lambda: budget is None or conn.exec_driver_sql(
+                        f"PRAGMA busy_timeout = {int(self.store.timeout * 1000)}")):
                     yield conn
                     conn.commit()
             return
